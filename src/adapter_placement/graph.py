@@ -1,0 +1,125 @@
+"""The adapter graph: adapters on any edges (i, j) between the hidden states of an encoder.
+
+One rule covers every kind of adapter (DESIGN.md 1): adapter (i, j) adds ``A(source)`` to node j,
+where the source is
+
+- node i of the current pass for parallel (i = j-1) and long-range (i < j-1) edges,
+- node j before any adapter added to it (``z_j``) for sequential edges (i = j),
+- node i of the *first pass*, the frozen backbone without adapters, for recurrent edges (i > j).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from .adapters import check_adapter_args, make_adapter
+from .backbones import describe, tap_nodes
+from .placements import Edge, check_edges
+
+FirstPass = Union[Mapping[int, torch.Tensor], Sequence[torch.Tensor]]
+
+
+class AdapterGraph(nn.Module):
+    """Wrap a timm ViT or a Hugging Face BERT/RoBERTa and put one adapter on each edge.
+
+    The backbone is frozen (the classification head stays trainable) and always runs in eval mode:
+    dropout off, so that node values are a fixed function of the input and the first pass of
+    recurrent edges can be cached. Called like the wrapped model, returns what it returns.
+    """
+
+    def __init__(self, model: nn.Module, edges: Iterable[tuple[int, int]], rank: int = 8,
+                 activation: str = "gelu", kind: str = "bottleneck"):
+        super().__init__()
+        check_adapter_args(rank, activation, kind)
+        self.backbone = describe(model)
+        self.num_nodes = self.backbone.num_nodes
+        self.edges = check_edges(edges, self.num_nodes)
+        self.rank, self.activation, self.kind = rank, activation, kind
+        self.model = model
+
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in self.head_parameters():
+            p.requires_grad_(True)
+
+        ref = next(model.parameters())
+        self.adapters = nn.ModuleDict({
+            _key(e): make_adapter(self.backbone.hidden_size, rank, activation, kind)
+            for e in self.edges
+        }).to(device=ref.device, dtype=ref.dtype)
+
+        self._incoming: dict[int, list[Edge]] = defaultdict(list)
+        for e in self.edges:
+            self._incoming[e.j].append(e)
+        self._current_sources = {e.i for e in self.edges if e.i < e.j}
+        self.recurrent_sources = sorted({e.i for e in self.edges if e.i > e.j})
+        self.train()
+
+    def adapter(self, i: int, j: int) -> nn.Module:
+        """The adapter on edge (i, j); calling it on a source tensor gives what it adds."""
+        key = _key(Edge(i, j))
+        if key not in self.adapters:
+            raise ValueError(f"no adapter on edge ({i}, {j}); edges: {self.edges}")
+        return self.adapters[key]
+
+    def adapter_parameters(self) -> Iterator[nn.Parameter]:
+        return self.adapters.parameters()
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        head = self.backbone.head
+        return iter(()) if head is None else head.parameters()
+
+    def train(self, mode: bool = True) -> "AdapterGraph":
+        super().train(mode)
+        self.model.eval()  # the frozen backbone is deterministic (see class docstring)
+        return self
+
+    @torch.no_grad()
+    def compute_first_pass(self, *args, nodes: Optional[Iterable[int]] = None, **kwargs) -> dict[int, torch.Tensor]:
+        """Node values of the plain frozen backbone (no adapters): the sources of recurrent edges.
+
+        ``nodes`` picks which to keep (default: the recurrent sources of this graph). Hand the
+        result back as ``graph(..., first_pass=...)`` to skip the extra pass, e.g. from a cache.
+        """
+        keep = set(self.recurrent_sources if nodes is None else nodes)
+        values: dict[int, torch.Tensor] = {}
+
+        def on_node(j, x):
+            if j in keep:
+                values[j] = x.detach()
+
+        with tap_nodes(self.backbone, lambda j, pre: None, on_node):
+            self.model(*args, **kwargs)
+        return values
+
+    def forward(self, *args, first_pass: Optional[FirstPass] = None, **kwargs):
+        if self.recurrent_sources and first_pass is None:
+            first_pass = self.compute_first_pass(*args, **kwargs)
+        current: dict[int, torch.Tensor] = {}
+
+        def on_node(j, x):
+            if j in self._current_sources:
+                current[j] = x
+
+        def on_add(j, pre):
+            total = None
+            for e in self._incoming.get(j, ()):
+                if e.i == e.j:
+                    source = pre()
+                elif e.i > e.j:
+                    source = first_pass[e.i]
+                else:
+                    source = current[e.i]
+                out = self.adapters[_key(e)](source)
+                total = out if total is None else total + out
+            return total
+
+        with tap_nodes(self.backbone, on_add, on_node):
+            return self.model(*args, **kwargs)
+
+
+def _key(edge: Edge) -> str:
+    return f"{edge.i}_{edge.j}"

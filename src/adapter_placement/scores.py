@@ -1,0 +1,197 @@
+"""Gradient scores of every edge from one forward and one backward pass (Sec. 6.1, DESIGN.md 2).
+
+A zero-initialised linear adapter ``x W`` on edge (i, j) has gradient ``dL/dW = X_i^T G_j``: the
+source values of node i times the gradient at the point where node j's adapters add. With all
+adapters at zero the network is the plain backbone, so capturing every node's value and every
+add point's gradient once gives all n^2 gradient matrices, which a score function ``f`` reduces to
+one number per edge.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import call_model, describe, logits_of, tap_nodes
+
+SCORE_FUNCTIONS = ("srank", "frobenius", "spectral", "nuclear", "min_col", "max_col")
+
+
+# ---------------------------------------------------------------- score functions (pure math)
+
+def srank(singular_values: torch.Tensor, eta: float = 0.01) -> torch.Tensor:
+    """Smallest k whose k largest singular values hold at least (1 - eta) of their sum.
+
+    ``singular_values`` has shape (..., d), sorted in descending order (as ``svdvals`` returns).
+    A zero matrix has srank 0. (Kumar et al. 2020; footnote 6 of the paper.)
+    """
+    total = singular_values.sum(-1, keepdim=True)
+    reached = singular_values.cumsum(-1) >= (1.0 - eta) * total
+    k = reached.to(torch.int64).argmax(-1) + 1  # first index where the share is reached
+    return torch.where(total.squeeze(-1) > 0, k, torch.zeros_like(k)).to(torch.float64)
+
+
+def apply_score(grads: torch.Tensor, fn: str, eta: float = 0.01) -> torch.Tensor:
+    """Reduce gradient matrices of shape (..., d, d) to scores of shape (...)."""
+    if fn == "frobenius":
+        return torch.linalg.matrix_norm(grads, "fro").double()
+    if fn == "min_col":
+        return grads.abs().sum(-2).amin(-1).double()
+    if fn == "max_col":
+        return grads.abs().sum(-2).amax(-1).double()
+    s = torch.linalg.svdvals(grads.double())
+    if fn == "srank":
+        return srank(s, eta)
+    if fn == "spectral":
+        return s[..., 0]
+    if fn == "nuclear":
+        return s.sum(-1)
+    raise ValueError(f"unknown score function {fn!r}; expected one of {SCORE_FUNCTIONS}")
+
+
+def score_matrix(grads: torch.Tensor, fn: str = "srank", eta: float = 0.01) -> torch.Tensor:
+    """Scores of an (n, n, d, d) stack of edge gradients, row by row to bound the SVD workspace."""
+    check_score_args(fn, eta)
+    return torch.stack([apply_score(row, fn, eta) for row in grads]).cpu()
+
+
+def check_score_args(fn: str, eta: float) -> None:
+    if fn not in SCORE_FUNCTIONS:
+        raise ValueError(f"unknown score function {fn!r}; expected one of {SCORE_FUNCTIONS}")
+    if not (isinstance(eta, (int, float)) and 0.0 < eta < 1.0):
+        raise ValueError(f"eta must be in (0, 1), got {eta!r}")
+
+
+# ---------------------------------------------------------------- gradients of all edges
+
+def edge_gradients(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_entropy) -> torch.Tensor:
+    """Mean gradient ``dL/dW_ij`` of a zero linear adapter on every edge: shape (n, n, d, d).
+
+    One forward and one backward pass of the plain backbone per batch; batches are weighted by
+    their number of examples, so splitting a batch of 512 into 8 of 64 gives the same result.
+    Memory: n^2 d^2 floats for the result (1.5 GB for ViT-B/16) plus one batch's activations.
+    """
+    backbone = describe(model)
+    n, d = backbone.num_nodes, backbone.hidden_size
+    was_training = model.training
+    model.eval()  # the scores are taken on the deterministic frozen backbone
+    total, examples = None, 0
+    try:
+        for inputs, targets in batches:
+            xs, zs, gs = _capture_batch(backbone, inputs, targets, loss_fn)
+            batch_grads = _outer_products(xs, zs, gs)
+            size = len(targets)
+            total = batch_grads * size if total is None else total.add_(batch_grads, alpha=size)
+            examples += size
+    finally:
+        model.train(was_training)
+    if total is None:
+        raise ValueError("batches is empty: no data to score the edges on")
+    assert total.shape == (n, n, d, d)
+    return total / examples
+
+
+def _capture_batch(backbone, inputs, targets, loss_fn):
+    """Node values x_i, pre-adapter values z_i and add-point gradients g_j, each (n, tokens, d)."""
+    nodes, pre_values, deltas = {}, {}, {}
+
+    def on_add(j, pre):
+        z = pre()
+        pre_values[j] = z.detach()
+        # a zero tensor added at node j: its gradient is g_j, and it changes nothing
+        deltas[j] = torch.zeros_like(z, requires_grad=True)
+        return deltas[j]
+
+    def on_node(j, x):
+        nodes[j] = x.detach()
+
+    with torch.enable_grad(), tap_nodes(backbone, on_add, on_node):
+        loss = loss_fn(logits_of(call_model(backbone.model, inputs)), targets)
+    order = range(backbone.num_nodes)
+    grads = torch.autograd.grad(loss, [deltas[j] for j in order])
+    d = backbone.hidden_size
+    flat = lambda ts: torch.stack([t.reshape(-1, d) for t in ts]).float()  # noqa: E731
+    return flat(nodes[i] for i in order), flat(pre_values[i] for i in order), flat(grads)
+
+
+def _outer_products(xs: torch.Tensor, zs: torch.Tensor, gs: torch.Tensor) -> torch.Tensor:
+    """``X_i^T G_j`` for every (i, j); the sequential edge (i, i) reads z_i instead of x_i."""
+    n, tokens, d = gs.shape
+    g_all = gs.permute(1, 0, 2).reshape(tokens, n * d)  # every G_j side by side
+    out = torch.empty(n, n, d, d, dtype=gs.dtype, device=gs.device)
+    for i in range(n):
+        out[i] = (xs[i].T @ g_all).view(d, n, d).transpose(0, 1)
+        out[i, i] = zs[i].T @ gs[i]
+    return out
+
+
+def score_edges(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_entropy,
+                fn: Union[str, Sequence[str]] = "srank", eta: float = 0.01):
+    """The (n, n) matrix of scores ``f(E[dL/dW_ij])`` of all edges, indexed ``[i, j]``.
+
+    ``model`` is the plain timm / Hugging Face model (train its head first: ``train_head``);
+    ``batches`` yields ``(inputs, targets)``, inputs a tensor or a dict of keyword arguments.
+    With a sequence of function names, returns a dict name -> matrix from the same gradients.
+    """
+    names = [fn] if isinstance(fn, str) else list(fn)
+    for name in names:
+        check_score_args(name, eta)
+    describe(model)  # an unsupported model fails here, before any work
+    grads = edge_gradients(model, batches, loss_fn)
+    scores = {name: score_matrix(grads, name, eta) for name in names}
+    return scores[fn] if isinstance(fn, str) else scores
+
+
+# ---------------------------------------------------------------- head pre-training (App. A.4)
+
+def train_head(model: nn.Module, batches: Iterable, steps: int, loss_fn: Callable = F.cross_entropy,
+               lr: float = 1e-3, optimizer: str = "sgd", momentum: float = 0.9,
+               weight_decay: float = 0.0) -> list[float]:
+    """Train only the classifier head for ``steps`` steps, cycling over ``batches``.
+
+    The paper scores edges after training the head alone for 2.5% of the run's steps (App. A.4),
+    so that the gradients reflect the task rather than a random head. ``optimizer`` is "sgd"
+    (vision, with momentum) or "adamw" (text). Returns the loss of every step. The backbone runs
+    in eval mode and the other parameters' ``requires_grad`` flags are restored afterwards.
+    """
+    head = describe(model).head
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no classifier head to train")
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    if optimizer not in ("sgd", "adamw"):
+        raise ValueError(f"unknown optimizer {optimizer!r}; expected 'sgd' or 'adamw'")
+    params = list(head.parameters())
+    flags = {p: p.requires_grad for p in model.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = (torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+           if optimizer == "sgd" else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay))
+    was_training = model.training
+    model.eval()
+    losses: list[float] = []
+    try:
+        while len(losses) < steps:
+            before = len(losses)
+            for inputs, targets in batches:
+                if len(losses) == steps:
+                    break
+                loss = loss_fn(logits_of(call_model(model, inputs)), targets)
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(f"head training loss is {loss.item()} at step {len(losses)}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            if len(losses) == before:
+                raise ValueError("batches is empty: no data to train the head on")
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+        model.train(was_training)
+    return losses

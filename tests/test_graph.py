@@ -1,0 +1,132 @@
+"""AdapterGraph against independent, hand-written forwards (tests/reference.py)."""
+import pytest
+import torch
+
+from adapter_placement import AdapterGraph, placements
+from conftest import small_text_model, small_vit
+from reference import ParallelAdapterViT, bert_with_adapters, vit_with_adapters
+
+# n = 7 nodes for 3 blocks; one placement per kind, then a mix with several adapters into a node
+KIND_EDGES = {
+    "parallel": [(0, 1), (3, 4), (5, 6)],
+    "sequential": [(0, 0), (2, 2), (5, 5)],
+    "long-range": [(0, 3), (1, 6), (2, 5)],
+    "recurrent": [(6, 0), (4, 1), (5, 3)],
+    "mix": [(0, 1), (0, 3), (1, 3), (3, 3), (6, 3), (4, 2), (2, 6), (6, 6), (5, 6), (6, 0)],
+}
+
+
+def randomise(graph, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in graph.adapter_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def adapters_by_edge(graph):
+    return {tuple(e): graph.adapter(*e) for e in graph.edges}
+
+
+@pytest.mark.parametrize("kind", KIND_EDGES)
+@pytest.mark.parametrize("family", ["vit", "bert", "roberta"])
+def test_fresh_graph_is_the_backbone(family, kind, images, text_batch):
+    model = small_vit() if family == "vit" else small_text_model(family)
+    inputs = (images,) if family == "vit" else ()
+    kwargs = {} if family == "vit" else text_batch
+    with torch.no_grad():
+        expected = model(*inputs, **kwargs)
+        got = AdapterGraph(model, KIND_EDGES[kind], rank=4)(*inputs, **kwargs)
+    if family != "vit":
+        expected, got = expected.logits, got.logits
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("kind", KIND_EDGES)
+@pytest.mark.parametrize("adapter_kind", ["bottleneck", "linear"])
+def test_vit_semantics_match_hand_written_forward(kind, adapter_kind, vit, images):
+    graph = AdapterGraph(vit, KIND_EDGES[kind], rank=4, kind=adapter_kind)
+    randomise(graph)
+    with torch.no_grad():
+        got = graph(images)
+        expected = vit_with_adapters(vit, images, graph.edges, adapters_by_edge(graph))
+        plain = vit(images)
+    assert not torch.allclose(got, plain, atol=1e-3), "adapters should change the output"
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KIND_EDGES)
+def test_bert_semantics_match_hand_written_post_ln_forward(kind, text_batch):
+    model = small_text_model("bert")
+    graph = AdapterGraph(model, KIND_EDGES[kind], rank=4, activation="relu")
+    randomise(graph, seed=3)
+    with torch.no_grad():
+        got = graph(**text_batch).logits
+        plain = model(**text_batch).logits
+        expected = bert_with_adapters(model, text_batch["input_ids"], text_batch["attention_mask"],
+                                      graph.edges, adapters_by_edge(graph))
+    assert not torch.allclose(got, plain, atol=1e-3)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_reference_bert_matches_hugging_face(text_batch):
+    """The hand-written BERT is only a valid reference if, without adapters, it is BERT."""
+    from reference import bert_forward
+
+    model = small_text_model("bert")
+    with torch.no_grad():
+        ours, _ = bert_forward(model, text_batch["input_ids"], text_batch["attention_mask"])
+        theirs = model(**text_batch).logits
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_24_parallel_adapters_equal_a_hand_written_parallel_adapter_vit(images):
+    vit = small_vit(depth=12)
+    graph = AdapterGraph(vit, placements.parallel_all(25), rank=4)
+    hand = ParallelAdapterViT(vit, rank=4)
+    randomise(graph, seed=5)
+    with torch.no_grad():  # copy the graph's adapter weights into the hand-written model
+        for b in range(12):
+            for a, (i, j) in ((hand.attn_adapters[b], (2 * b, 2 * b + 1)),
+                              (hand.mlp_adapters[b], (2 * b + 1, 2 * b + 2))):
+                src = graph.adapter(i, j)
+                a["norm"].load_state_dict(src.norm.state_dict())
+                a["down"].weight.copy_(src.down.weight)
+                a["up"].weight.copy_(src.up.weight)
+                a.alpha.copy_(src.alpha)
+    torch.testing.assert_close(graph(images), hand(images), rtol=1e-5, atol=1e-5)
+
+
+def test_first_pass_can_be_handed_in(vit, images):
+    graph = AdapterGraph(vit, KIND_EDGES["mix"], rank=4)
+    randomise(graph)
+    first = graph.compute_first_pass(images)
+    assert sorted(first) == graph.recurrent_sources == [4, 6]
+    with torch.no_grad():
+        torch.testing.assert_close(graph(images, first_pass=first), graph(images), rtol=0, atol=0)
+        # a wrong first pass must matter, or the argument would be ignored
+        wrong = {i: torch.randn_like(t) for i, t in first.items()}  # (a constant shift would vanish in the adapter LN)
+        assert not torch.allclose(graph(images, first_pass=wrong), graph(images))
+
+
+def test_backbone_is_frozen_and_only_adapters_and_head_train(vit, images):
+    graph = AdapterGraph(vit, [(0, 3), (4, 1)], rank=4)
+    trainable = {n for n, p in graph.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in graph.named_parameters() if n.startswith(("adapters.", "model.head."))}
+    graph.train()
+    assert graph.training and not graph.model.training  # dropout stays off in the backbone
+    loss = graph(images).logsumexp(-1).mean()
+    loss.backward()
+    assert graph.adapter(0, 3).up.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for n, p in graph.model.named_parameters() if not n.startswith("head."))
+
+
+def test_graph_properties_and_adapter_call(vit):
+    graph = AdapterGraph(vit, [(0, 1), (2, 2)], rank=3, activation="identity")
+    assert graph.num_nodes == 7
+    assert graph.edges == [(0, 1), (2, 2)]
+    a = graph.adapter(0, 1)
+    assert a.down.weight.shape == (3, 32)
+    assert torch.equal(a(torch.randn(2, 5, 32)), torch.zeros(2, 5, 32))  # zero-initialised
+    assert len(list(graph.adapter_parameters())) == 2 * 5  # norm w/b, down, up, alpha
+    with pytest.raises(ValueError, match=r"no adapter on edge \(1, 1\)"):
+        graph.adapter(1, 1)
