@@ -130,3 +130,28 @@ def test_graph_properties_and_adapter_call(vit):
     assert len(list(graph.adapter_parameters())) == 2 * 5  # norm w/b, down, up, alpha
     with pytest.raises(ValueError, match=r"no adapter on edge \(1, 1\)"):
         graph.adapter(1, 1)
+
+
+@pytest.mark.parametrize("family", ["vit", "bert", "roberta"])
+@pytest.mark.parametrize("edges, node", [([(3, 5), (6, 4)], 2), ([(5, 6)], 4), ([(2, 2), (1, 4)], 0),
+                                         ([(0, 4)], None)])
+def test_skipping_the_frozen_prefix_gives_the_same_output(family, edges, node, images, text_batch):
+    model = small_vit() if family == "vit" else small_text_model(family)
+    args, kwargs = ((images,), {}) if family == "vit" else ((), text_batch)
+    graph = AdapterGraph(model, edges, rank=4)
+    randomise(graph)
+    assert graph.prefix_node == node
+    if node is None:
+        with pytest.raises(ValueError, match="node 0"):
+            graph(*args, prefix=torch.zeros(1), **kwargs)
+        return
+    cached = graph.compute_first_pass(*args, nodes=[node] + graph.recurrent_sources, **kwargs)
+    logits = lambda out: out if torch.is_tensor(out) else out.logits  # noqa: E731
+    with torch.no_grad():
+        full = logits(graph(*args, **kwargs))
+        skipped = logits(graph(*args, first_pass=cached, prefix=cached[node], **kwargs))
+        # the skipped blocks really are skipped: a wrong prefix changes the result
+        wrong = logits(graph(*args, first_pass=cached, prefix=torch.randn_like(cached[node]), **kwargs))
+    torch.testing.assert_close(skipped, full, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(wrong, full, atol=1e-3)
+    assert len(graph.backbone.model.base_model.encoder.layer if family != "vit" else model.blocks) == 3

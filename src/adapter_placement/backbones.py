@@ -114,20 +114,19 @@ def _vit_hooks(model, on_add: OnAdd, on_node: OnNode) -> list:
             return None if a is None else branch + a
         return hook
 
-    def block_output(j):
+    def last_output(j):
         def hook(_module, _args, x):
-            last["x"] = x
             on_node(j, x)
         return hook
 
     handles = []
     for b, block in enumerate(model.blocks):
-        if b == 0:
-            handles.append(block.register_forward_pre_hook(node_input(0)))
+        # a pre-hook on every block (not only the first) lets a pass start at any block
+        handles.append(block.register_forward_pre_hook(node_input(2 * b)))
         handles.append(block.drop_path1.register_forward_hook(branch_output(2 * b + 1)))
         handles.append(block.norm2.register_forward_pre_hook(node_input(2 * b + 1)))
         handles.append(block.drop_path2.register_forward_hook(branch_output(2 * b + 2)))
-        handles.append(block.register_forward_hook(block_output(2 * b + 2)))
+    handles.append(model.blocks[-1].register_forward_hook(last_output(2 * len(model.blocks))))
     return handles
 
 
@@ -154,6 +153,30 @@ def _post_ln_hooks(model, on_add: OnAdd, on_node: OnNode) -> list:
         handles.append(norm.register_forward_pre_hook(residual_sum(j)))
         handles.append(norm.register_forward_hook(node_output(j)))
     return handles
+
+
+@contextmanager
+def start_at_block(backbone: Backbone, block: int, hidden: torch.Tensor) -> Iterator[None]:
+    """Run the model's own forward from ``block`` on, with ``hidden`` as that block's input.
+
+    The blocks before it are left out of the model's block list for the duration, and the input
+    that reaches ``block`` is replaced by ``hidden`` (node ``2 * block``, e.g. from a cache). The
+    embedding layer still runs (it is cheap) so that the model builds its own attention masks.
+    """
+    owner, name = ((backbone.model, "blocks") if backbone.family == VIT
+                   else (backbone.model.base_model.encoder, "layer"))
+    blocks = getattr(owner, name)
+    if not 0 <= block < len(blocks):
+        raise ValueError(f"block must be in 0..{len(blocks) - 1}, got {block}")
+    first = blocks[block]
+    handle = first.register_forward_pre_hook(lambda _m, args: (hidden,) + tuple(args[1:]), prepend=True)
+    kept = list(blocks)[block:]
+    setattr(owner, name, nn.Sequential(*kept) if isinstance(blocks, nn.Sequential) else nn.ModuleList(kept))
+    try:
+        yield
+    finally:
+        setattr(owner, name, blocks)
+        handle.remove()
 
 
 def logits_of(output):

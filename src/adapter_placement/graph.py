@@ -10,13 +10,14 @@ where the source is
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import nullcontext
 from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from .adapters import check_adapter_args, make_adapter
-from .backbones import describe, tap_nodes
+from .backbones import describe, start_at_block, tap_nodes
 from .placements import Edge, check_edges
 
 FirstPass = Union[Mapping[int, torch.Tensor], Sequence[torch.Tensor]]
@@ -56,6 +57,9 @@ class AdapterGraph(nn.Module):
             self._incoming[e.j].append(e)
         self._current_sources = {e.i for e in self.edges if e.i < e.j}
         self.recurrent_sources = sorted({e.i for e in self.edges if e.i > e.j})
+        first_touched = min(min(e) for e in self.edges) if self.edges else self.num_nodes - 1
+        # the last block input before any node an adapter touches: the frozen prefix ends there
+        self.prefix_node = 2 * ((first_touched - 1) // 2) if first_touched > 0 else None
         self.train()
 
     def adapter(self, i: int, j: int) -> nn.Module:
@@ -95,7 +99,13 @@ class AdapterGraph(nn.Module):
             self.model(*args, **kwargs)
         return values
 
-    def forward(self, *args, first_pass: Optional[FirstPass] = None, **kwargs):
+    def forward(self, *args, first_pass: Optional[FirstPass] = None,
+                prefix: Optional[torch.Tensor] = None, **kwargs):
+        """``first_pass``: the recurrent sources (``compute_first_pass``), computed here if None.
+        ``prefix``: the plain backbone's value of node ``self.prefix_node``, e.g. from a cache;
+        the blocks before it are then skipped, since no adapter can change them."""
+        if prefix is not None and self.prefix_node is None:
+            raise ValueError("an adapter touches node 0, so there is no frozen prefix to skip")
         if self.recurrent_sources and first_pass is None:
             first_pass = self.compute_first_pass(*args, **kwargs)
         current: dict[int, torch.Tensor] = {}
@@ -117,7 +127,9 @@ class AdapterGraph(nn.Module):
                 total = out if total is None else total + out
             return total
 
-        with tap_nodes(self.backbone, on_add, on_node):
+        skip = (nullcontext() if prefix is None
+                else start_at_block(self.backbone, self.prefix_node // 2, prefix))
+        with tap_nodes(self.backbone, on_add, on_node), skip:
             return self.model(*args, **kwargs)
 
 
