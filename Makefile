@@ -19,7 +19,7 @@ test: install
 	$(PY) -m pytest -q
 
 reproduce: install
-	$(PY) -m adapter_placement.demo
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --cores 2 all
 
 bench: install
 	$(PY) benchmarks/bench_graph.py

@@ -188,6 +188,6 @@ def logits_of(output):
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def call_model(model: nn.Module, inputs):
+def call_model(model: nn.Module, inputs, **extras):
     """Call a model on a tensor (vision) or on a dict of keyword arguments (text)."""
-    return model(**inputs) if isinstance(inputs, dict) else model(inputs)
+    return model(**inputs, **extras) if isinstance(inputs, dict) else model(inputs, **extras)

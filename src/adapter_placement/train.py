@@ -1,0 +1,364 @@
+"""Training for every method: linear probe, full fine-tuning, adapters on any edges (App. A).
+
+One run, from the command line or from Python::
+
+    python -m adapter_placement.train --dataset vader_sst2 --model minilm --method adapters \\
+        --edges 0,1 5,6 11,2 --steps 300 --lr 1e-3 --out results/runs/example
+    metrics = train(TrainConfig(dataset="vader_sst2", model="minilm", edges=[(0, 1)]), "out/dir")
+
+A run's folder holds ``checkpoint.pt`` while it trains, then ``adapters.safetensors`` (the trained
+weights) and ``metrics.json``, the result, written last. Every file is written under a temporary
+name and renamed, so a killed run never leaves a half-written one; a run started again resumes
+from its last checkpoint and ends with the same metrics; a finished run is never redone.
+
+The protocol of App. A (``run_protocol``): every learning rate of a grid on ``train``, scored
+on ``val`` by accuracy averaged over seeds; then the best one trained on ``train+val`` for every
+seed, reporting ``test`` accuracy (mean and std).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import atomic
+from .adapters import check_adapter_args
+from .backbones import call_model, describe, logits_of
+from .cache import NodeCache
+from .data import index_inputs
+from .graph import AdapterGraph
+
+METHODS = ("linear_probe", "full_ft", "adapters")
+SPLITS = ("train", "val", "test", "train+val")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or inf: the run stops and writes no result."""
+
+
+@dataclass
+class TrainConfig:
+    dataset: str
+    model: str
+    method: str = "adapters"
+    edges: list = field(default_factory=list)
+    rank: int = 8
+    activation: str = "gelu"
+    adapter_kind: str = "bottleneck"
+    lr: float = 1e-3
+    seed: int = 0  # initialisation and batch order
+    data_seed: int = 0  # the data itself (embedded tasks, seeded hold-outs)
+    steps: int = 500
+    batch_size: int = 64
+    warmup_steps: Optional[int] = None  # None: vision min(500, steps/10), text 6% of steps
+    train_split: str = "train"
+    eval_splits: tuple = ("val",)
+    eval_batch_size: int = 256
+    checkpoint_every: int = 100
+    log_every: int = 10
+    prefix_cache: bool = False  # reuse the frozen prefix and first pass from disk (cache_dir)
+    cache_dir: str = "results/cache"
+    data_dir: Optional[str] = None  # tensorflow-datasets folder (paper scale)
+    tracking_uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI or sqlite:///results/mlflow.db
+    track: bool = True
+    experiment: str = "runs"
+    tags: dict = field(default_factory=dict)
+    progress: bool = True
+
+    def __post_init__(self):
+        self.edges = [tuple(int(v) for v in e) for e in self.edges]
+        self.eval_splits = tuple(self.eval_splits)
+
+    def check(self) -> None:
+        """Every value that can be checked without loading anything; ValueError names it."""
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; expected one of {METHODS}")
+        if (self.method == "adapters") != bool(self.edges):
+            raise ValueError(f"method {self.method!r} with edges {self.edges}: adapters need edges, "
+                             "the other methods take none")
+        check_adapter_args(self.rank, self.activation, self.adapter_kind)
+        for name in ("steps", "batch_size", "eval_batch_size", "checkpoint_every", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        for split in (self.train_split, *self.eval_splits):
+            if split not in SPLITS:
+                raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        if self.warmup_steps is not None and not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(f"warmup_steps must be in 0..steps-1, got {self.warmup_steps!r}")
+
+
+# ---------------------------------------------------------------- building blocks
+
+def build_network(cfg: TrainConfig, model: nn.Module) -> tuple[nn.Module, list[nn.Parameter]]:
+    """The network to train and its trainable parameters, for each method."""
+    head = describe(model).head
+    if cfg.method == "adapters":
+        graph = AdapterGraph(model, cfg.edges, cfg.rank, cfg.activation, cfg.adapter_kind)
+        return graph, list(graph.adapter_parameters()) + list(graph.head_parameters())
+    for p in model.parameters():
+        p.requires_grad_(cfg.method == "full_ft")
+    for p in head.parameters():
+        p.requires_grad_(True)
+    return model, [p for p in model.parameters() if p.requires_grad]
+
+
+def warmup_steps(cfg: TrainConfig, modality: str) -> int:
+    if cfg.warmup_steps is not None:
+        return cfg.warmup_steps
+    return round(0.06 * cfg.steps) if modality == "text" else min(500, cfg.steps // 10)
+
+
+def lr_factor(step: int, steps: int, warmup: int, decay: str) -> float:
+    """Linear warm-up, then cosine (vision) or linear (text) decay to zero."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.5 * (1 + math.cos(math.pi * progress)) if decay == "cosine" else max(0.0, 1 - progress)
+
+
+def make_optimizer(cfg: TrainConfig, modality: str, params):
+    """App. A: vision SGD, momentum 0.9, no weight decay, cosine; text AdamW, decay 0.1, linear."""
+    if modality == "vision":
+        opt, decay = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=0.0), "cosine"
+    else:
+        opt, decay = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.1), "linear"
+    warm = warmup_steps(cfg, modality)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps, warm, decay))
+    return opt, sched
+
+
+def batch_indices(num_examples: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """The examples of training step ``step``: a fresh permutation per epoch, a function of
+    (seed, step) alone, so that a resumed run sees exactly the batches it would have seen."""
+    per_epoch = max(1, num_examples // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return order[k * batch_size:(k + 1) * batch_size]
+
+
+def trainable_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in net.named_parameters() if p.requires_grad}
+
+
+# ---------------------------------------------------------------- one run
+
+def train(cfg: TrainConfig, out_dir) -> dict:
+    """Train one run into ``out_dir`` and return its metrics (also in ``out_dir/metrics.json``)."""
+    cfg.check()
+    out = Path(out_dir)
+    if (out / "metrics.json").exists():  # finished before: never redone, never overwritten
+        return json.loads((out / "metrics.json").read_text())
+    from .data import load_task
+    from .models import load_model
+
+    torch.manual_seed(cfg.seed)
+    loaded = load_model(cfg.model, num_classes_of(cfg.dataset))
+    net, params = build_network(cfg, loaded.model)  # bad edges fail here, before any data or training
+    task = load_task(cfg.dataset, seed=cfg.data_seed, data_dir=cfg.data_dir, tokenizer=loaded.tokenizer,
+                     data_config=loaded.data_config)
+    out.mkdir(parents=True, exist_ok=True)
+    with _tracked(cfg, out) as run:
+        return _train(cfg, out, net, params, task, loaded.modality, run)
+
+
+def _train(cfg, out, net, params, task, modality, run) -> dict:
+    opt, sched = make_optimizer(cfg, modality, params)
+    losses = _resume(out / "checkpoint.pt", net, opt, sched)
+    cache = _node_cache(cfg, net, task)
+    inputs, labels = task.tensors(cfg.train_split)
+    started, first_step = time.perf_counter(), len(losses)
+    net.train()
+    for step in _progress(cfg, first_step):
+        index = batch_indices(len(labels), cfg.batch_size, cfg.seed, step)
+        extras = cache.extras(cfg.train_split, index) if cache else {}
+        loss = F.cross_entropy(logits_of(call_model(net, index_inputs(inputs, index), **extras)), labels[index])
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"run {out}: training loss is {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if run is not None and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+            run.log_metrics({"train_loss": losses[-1], "lr": sched.get_last_lr()[0]}, step=step)
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            atomic.torch_save(out / "checkpoint.pt", _checkpoint(net, opt, sched, losses))
+    seconds = time.perf_counter() - started
+    metrics = _metrics(cfg, net, task, cache, losses, seconds, cfg.steps - first_step)
+    if run is not None:
+        run.log_metrics({k: v for k, v in metrics.items() if k.endswith("_accuracy")}, step=cfg.steps)
+        metrics["mlflow_run_id"] = run.run_id
+    _save_weights(cfg, out, net, run)
+    atomic.write_json(out / "metrics.json", metrics)
+    (out / "checkpoint.pt").unlink(missing_ok=True)
+    return metrics
+
+
+def _progress(cfg: TrainConfig, first_step: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(range(first_step, cfg.steps), initial=first_step, total=cfg.steps, disable=not cfg.progress,
+                desc=f"{cfg.dataset} {cfg.method}", unit="step", mininterval=1.0, dynamic_ncols=True)
+
+
+def _checkpoint(net, opt, sched, losses) -> dict:
+    return {"trainable": trainable_state(net), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "losses": list(losses)}
+
+
+def _resume(path: Path, net, opt, sched) -> list[float]:
+    """Load the last checkpoint if there is one; returns the losses of the steps already done."""
+    if not path.exists():
+        return []
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    params = dict(net.named_parameters())
+    with torch.no_grad():
+        for name, value in state["trainable"].items():
+            params[name].copy_(value)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    return list(state["losses"])
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, task, split: str, batch_size: int, cache=None) -> float:
+    net.eval()
+    inputs, labels = task.tensors(split)
+    correct = 0
+    for start in range(0, len(labels), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(labels)))
+        extras = cache.extras(split, index) if cache else {}
+        logits = logits_of(call_model(net, index_inputs(inputs, index), **extras))
+        correct += (logits.argmax(-1) == labels[index]).sum().item()
+    net.train()
+    return correct / len(labels)
+
+
+def _metrics(cfg, net, task, cache, losses, seconds, steps_run) -> dict:
+    tail = losses[-max(1, len(losses) // 10):]
+    metrics = {f"{split.replace('+', '_')}_accuracy": accuracy(net, task, split, cfg.eval_batch_size, cache)
+               for split in cfg.eval_splits}
+    metrics.update(train_loss=statistics.fmean(tail), steps=cfg.steps, seconds=seconds,
+                   steps_per_second=steps_run / seconds if seconds > 0 else None,
+                   trainable_parameters=sum(p.numel() for p in net.parameters() if p.requires_grad),
+                   config=_plain(dataclasses.asdict(cfg)))
+    return metrics
+
+
+def _save_weights(cfg, out: Path, net, run) -> None:
+    if cfg.method == "full_ft":
+        return  # a whole backbone per run is not an artefact worth keeping
+    weights = trainable_state(net)
+    atomic.save_safetensors(out / "adapters.safetensors", weights)
+    if run is not None:
+        run.log_tensors("adapters.safetensors", weights)
+        run.log_json("placement.json", {"edges": cfg.edges, "rank": cfg.rank,
+                                        "activation": cfg.activation, "kind": cfg.adapter_kind})
+
+
+def _node_cache(cfg, net, task) -> Optional[NodeCache]:
+    """The frozen prefix and first pass of this graph's edges, from disk (computed once)."""
+    if not (cfg.prefix_cache and isinstance(net, AdapterGraph)):
+        return None
+    return NodeCache(net, task, Path(cfg.cache_dir), cfg.model, cfg.data_seed, cfg.eval_batch_size)
+
+
+@contextlib.contextmanager
+def _tracked(cfg: TrainConfig, out: Path):
+    if not cfg.track:
+        yield None
+        return
+    from .tracking import tracked_run
+
+    params = {k: v for k, v in _plain(dataclasses.asdict(cfg)).items()
+              if k not in ("tags", "progress", "track", "tracking_uri")}
+    with tracked_run(cfg.experiment, run_key=str(out), params=params,
+                     tags={k: str(v) for k, v in cfg.tags.items()}, uri=cfg.tracking_uri) as run:
+        yield run
+
+
+def _plain(config: dict) -> dict:
+    return json.loads(json.dumps(config, default=list))
+
+
+def num_classes_of(dataset: str) -> int:
+    from .data import EMBEDDED_TASKS, TFDS_TASKS, known_tasks
+
+    if dataset in EMBEDDED_TASKS:
+        return EMBEDDED_TASKS[dataset].num_classes
+    if dataset in TFDS_TASKS:
+        return TFDS_TASKS[dataset].num_classes
+    raise ValueError(f"unknown task {dataset!r}; known tasks: {', '.join(known_tasks())}")
+
+
+# ---------------------------------------------------------------- the protocol of App. A
+
+def select_lr(val_accuracy: dict[float, list[float]]) -> float:
+    """The learning rate with the best validation accuracy averaged over seeds (ties: smaller)."""
+    return max(sorted(val_accuracy), key=lambda lr: statistics.fmean(val_accuracy[lr]))
+
+
+def run_protocol(base: TrainConfig, lrs, seeds, out_dir) -> dict:
+    """Select the lr on ``val`` over seeds, then train on ``train+val`` and report ``test``."""
+    out = Path(out_dir)
+    val = {lr: [train(dataclasses.replace(base, lr=lr, seed=s, train_split="train", eval_splits=("val",)),
+                      out / f"select/lr{lr:g}/seed{s}")["val_accuracy"] for s in seeds] for lr in lrs}
+    best = select_lr(val)
+    test = [train(dataclasses.replace(base, lr=best, seed=s, train_split="train+val", eval_splits=("test",)),
+                  out / f"final/seed{s}")["test_accuracy"] for s in seeds]
+    summary = {"lr": best, "val_accuracy": {f"{lr:g}": v for lr, v in val.items()}, "test_accuracy": test,
+               "test_mean": statistics.fmean(test), "test_std": statistics.pstdev(test)}
+    atomic.write_json(out / "summary.json", summary)
+    return summary
+
+
+# ---------------------------------------------------------------- command line
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m adapter_placement.train", description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="the run's folder")
+    p.add_argument("--lrs", type=float, nargs="+", help="run the App. A protocol over this lr grid")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the protocol")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "edges":
+            p.add_argument(flag, nargs="*", default=[], metavar="I,J", help="adapter edges, e.g. 0,1 5,5")
+        elif f.name in ("eval_splits",):
+            p.add_argument(flag, nargs="+", default=["val"])
+        elif f.name == "tags":
+            p.add_argument(flag, nargs="*", default=[], metavar="KEY=VALUE")
+        elif f.type in ("bool",):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            kind = {"int": int, "float": float, "Optional[int]": int}.get(f.type, str)
+            default = None if f.default is dataclasses.MISSING else f.default
+            p.add_argument(flag, type=kind, default=default, required=f.default is dataclasses.MISSING)
+    return p
+
+
+def main(argv=None) -> None:
+    args = vars(_parser().parse_args(argv))
+    out, lrs, seeds = args.pop("out"), args.pop("lrs"), args.pop("seeds")
+    args["edges"] = [tuple(int(v) for v in e.split(",")) for e in args["edges"]]
+    args["tags"] = dict(t.split("=", 1) for t in args["tags"])
+    cfg = TrainConfig(**args)
+    result = run_protocol(cfg, lrs, seeds, out) if lrs else train(cfg, out)
+    print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
