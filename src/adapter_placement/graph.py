@@ -57,9 +57,7 @@ class AdapterGraph(nn.Module):
             self._incoming[e.j].append(e)
         self._current_sources = {e.i for e in self.edges if e.i < e.j}
         self.recurrent_sources = sorted({e.i for e in self.edges if e.i > e.j})
-        first_touched = min(min(e) for e in self.edges) if self.edges else self.num_nodes - 1
-        # the last block input before any node an adapter touches: the frozen prefix ends there
-        self.prefix_node = 2 * ((first_touched - 1) // 2) if first_touched > 0 else None
+        self.prefix_node = frozen_prefix_node(self.edges, self.num_nodes)
         self.train()
 
     def adapter(self, i: int, j: int) -> nn.Module:
@@ -131,6 +129,20 @@ class AdapterGraph(nn.Module):
                 else start_at_block(self.backbone, self.prefix_node // 2, prefix))
         with tap_nodes(self.backbone, on_add, on_node), skip:
             return self.model(*args, **kwargs)
+
+
+def frozen_prefix_node(edges: list[Edge], num_nodes: int) -> Optional[int]:
+    """The last block input (an even node) that no adapter can change, or None if that is none.
+
+    Blocks before it compute the same values with or without the adapters: the first add into a
+    node j happens inside the block that starts at node 2 * ((j - 1) // 2), and a node read as a
+    source of the current pass must itself be computed.
+    """
+    targets = [e.j for e in edges] or [num_nodes - 1]
+    if min(targets) == 0:
+        return None
+    current_sources = [e.i for e in edges if e.i < e.j] or [num_nodes - 1]
+    return min(2 * ((min(targets) - 1) // 2), 2 * (min(current_sources) // 2))
 
 
 def _key(edge: Edge) -> str:

@@ -1,0 +1,142 @@
+"""The training loop: determinism, the frozen-prefix cache, kill and resume, NaN, bad configs."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from adapter_placement.train import (NonFiniteLossError, TrainConfig, batch_indices, lr_factor, select_lr,
+                                     train)
+
+
+@pytest.fixture(scope="module")
+def tiny_vit(tmp_path_factory):
+    """A small ViT pre-trained for a few steps on the embedded source task, saved as safetensors."""
+    from adapter_placement.pretrain import PretrainConfig, pretrain_vit, save_pretrained_vit
+
+    kwargs = dict(embed_dim=32, depth=3, num_heads=2)
+    model, summary = pretrain_vit(PretrainConfig(steps=4, batch_size=16), vit_kwargs=kwargs, log=None)
+    from adapter_placement.pretrain import DEFAULT_VIT_KWARGS
+
+    return str(save_pretrained_vit(model, tmp_path_factory.mktemp("vit") / "vit.safetensors",
+                                   {**DEFAULT_VIT_KWARGS, **kwargs}))
+
+
+def config(model, tmp_path, **overrides):
+    base = dict(dataset="digits_location", model=model, edges=[(2, 5), (6, 3), (4, 4)], rank=4, lr=0.05,
+                steps=24, batch_size=16, eval_splits=("val",), checkpoint_every=5, progress=False,
+                track=False, cache_dir=str(tmp_path / "cache"))
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_same_seed_same_metrics(tiny_vit, tmp_path):
+    a = train(config(tiny_vit, tmp_path), tmp_path / "a")
+    b = train(config(tiny_vit, tmp_path), tmp_path / "b")
+    c = train(config(tiny_vit, tmp_path, seed=1), tmp_path / "c")
+    assert a["val_accuracy"] == b["val_accuracy"] and a["train_loss"] == b["train_loss"]
+    assert c["train_loss"] != a["train_loss"]
+    wa, wb = load_file(tmp_path / "a/adapters.safetensors"), load_file(tmp_path / "b/adapters.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not (tmp_path / "a/checkpoint.pt").exists()
+
+
+def test_prefix_cache_gives_the_same_run(tiny_vit, tmp_path):
+    plain = train(config(tiny_vit, tmp_path), tmp_path / "plain")
+    cached = train(config(tiny_vit, tmp_path, prefix_cache=True), tmp_path / "cached")
+    assert cached["val_accuracy"] == pytest.approx(plain["val_accuracy"], abs=1e-9)
+    assert cached["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-4)
+    files = sorted(p.name for p in (tmp_path / "cache").rglob("node*.pt"))
+    assert files == ["node2.pt", "node2.pt", "node6.pt", "node6.pt"]  # prefix node + recurrent source, 2 splits
+    wa, wb = load_file(tmp_path / "plain/adapters.safetensors"), load_file(tmp_path / "cached/adapters.safetensors")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+
+
+def test_a_finished_run_is_never_redone(tiny_vit, tmp_path):
+    first = train(config(tiny_vit, tmp_path, steps=6), tmp_path / "run")
+    stamp = os.stat(tmp_path / "run/metrics.json").st_mtime_ns
+    assert train(config(tiny_vit, tmp_path, steps=6), tmp_path / "run") == first
+    assert os.stat(tmp_path / "run/metrics.json").st_mtime_ns == stamp
+
+
+def _cli(model, tmp_path, out):
+    return [sys.executable, "-m", "adapter_placement.train", "--dataset", "digits_location", "--model", model,
+            "--edges", "2,5", "6,3", "4,4", "--rank", "4", "--lr", "0.05", "--steps", "60", "--batch-size", "16",
+            "--checkpoint-every", "4", "--no-progress", "--no-track", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(out)]
+
+
+def test_sigkill_and_restart_resumes_to_the_same_metrics(tiny_vit, tmp_path):
+    reference = train(config(tiny_vit, tmp_path, steps=60, checkpoint_every=4), tmp_path / "reference")
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(tiny_vit, tmp_path, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not (out / "checkpoint.pt").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline, "no checkpoint written"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists(), "killed too late to test a resume"
+    done = torch.load(out / "checkpoint.pt", weights_only=True)["losses"]
+    assert 0 < len(done) < 60
+    subprocess.run(_cli(tiny_vit, tmp_path, out), check=True, stdout=subprocess.DEVNULL)
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert resumed["val_accuracy"] == reference["val_accuracy"]
+    assert resumed["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-6)
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_nan_loss_stops_the_run_and_writes_no_result(tiny_vit, tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"run .*nan: training loss is (nan|inf) at step \d+"):
+        train(config(tiny_vit, tmp_path, lr=1e38, method="linear_probe", edges=[]), tmp_path / "nan")
+    assert not (tmp_path / "nan/metrics.json").exists()
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(method="lora"), "unknown method 'lora'"),
+    (dict(method="linear_probe"), "adapters need edges"),
+    (dict(rank=0), "rank must be an integer >= 1, got 0"),
+    (dict(lr=-1.0), "lr must be a positive number, got -1.0"),
+    (dict(steps=0), "steps must be a positive integer, got 0"),
+    (dict(train_split="dev"), "unknown split 'dev'"),
+    (dict(edges=[(0, 99)]), r"edge \(0, 99\) is outside the nodes 0..6"),
+    (dict(dataset="imagenet"), "unknown task 'imagenet'"),
+])
+def test_bad_configs_fail_before_training(tiny_vit, tmp_path, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        train(config(tiny_vit, tmp_path, **overrides), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_missing_model_names_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"python -m adapter_placement.pretrain --out .*nope.safetensors"):
+        train(config(str(tmp_path / "nope.safetensors"), tmp_path), tmp_path / "x")
+
+
+def test_schedules():
+    # vision: linear warm-up then cosine to zero; text: linear decay to zero
+    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0)
+    assert lr_factor(55, 100, 10, "linear") == pytest.approx(0.5)
+
+
+def test_batches_are_a_function_of_seed_and_step():
+    epoch = torch.cat([batch_indices(100, 30, seed=3, step=s) for s in range(3)])
+    assert len(set(epoch.tolist())) == 90  # no example twice within an epoch
+    assert torch.equal(batch_indices(100, 30, 3, 4), batch_indices(100, 30, 3, 4))
+    assert not torch.equal(batch_indices(100, 30, 3, 0), batch_indices(100, 30, 3, 3))  # new epoch, new order
+
+
+def test_select_lr_by_mean_validation_accuracy():
+    assert select_lr({1e-3: [0.5, 0.9], 1e-2: [0.7, 0.71], 1e-1: [0.2, 0.3]}) == 1e-2
+    assert select_lr({1e-2: [0.5], 1e-3: [0.5]}) == 1e-3  # ties: the smaller lr
