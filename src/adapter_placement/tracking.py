@@ -148,7 +148,8 @@ class _RetryingClient:
     But SQLite answers "locked" at once, without waiting, when waiting could deadlock: a
     transaction that read and now wants to write while another process wrote (MLflow's
     sessions read the run before writing). The failed transaction was rolled back, so calling
-    again is safe. Tracking servers retry their own transient errors (HTTP 429/503).
+    again is safe. Against a tracking server, MLflow's HTTP client already retries answers
+    429 and 503.
     """
 
     def __init__(self, uri: str) -> None:
@@ -260,11 +261,12 @@ def tracked_run(
     client = _RetryingClient(uri)
     experiment_id = _experiment_id(client, experiment, uri)
     stale = _runs_with_key(client, experiment_id, run_key, "RUNNING")
-    run = TrackedRun(client, _start_run(client, experiment_id, run_key, params, tags or {}), flush_secs)
-    for old in stale:
-        _supersede(client, old, run.run_id)
+    run = TrackedRun(client, _create_run(client, experiment_id, run_key, tags or {}), flush_secs)
     with _sigterm_raises_system_exit():
         try:
+            _log_params(client, run.run_id, params)
+            for old in stale:
+                _supersede(client, old, run.run_id)
             yield run
             run.flush()
             for old in _runs_with_key(client, experiment_id, run_key, "FINISHED"):
@@ -301,15 +303,12 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     return str(db_path.parent / "mlartifacts" / re.sub(r"[^\w.-]+", "_", experiment))
 
 
-def _start_run(
-    client: _RetryingClient,
-    experiment_id: str,
-    run_key: str,
-    params: Mapping[str, Any],
-    tags: Mapping[str, str],
-) -> str:
+def _create_run(client: _RetryingClient, experiment_id: str, run_key: str, tags: Mapping[str, str]) -> str:
     run_tags = {**{key: str(value) for key, value in tags.items()}, RUN_KEY_TAG: run_key}
-    run_id = client.create_run(experiment_id, tags=run_tags, run_name=run_key).info.run_id
+    return client.create_run(experiment_id, tags=run_tags, run_name=run_key).info.run_id
+
+
+def _log_params(client: _RetryingClient, run_id: str, params: Mapping[str, Any]) -> None:
     logged = {
         "config_hash": config_hash(params),
         "package_version": package_version(),
@@ -319,7 +318,6 @@ def _start_run(
     all_params = [Param(key, str(value)) for key, value in logged.items()]
     for start in range(0, len(all_params), _MAX_PARAMS_PER_BATCH):
         client.log_batch(run_id, params=all_params[start : start + _MAX_PARAMS_PER_BATCH])
-    return run_id
 
 
 def _runs_with_key(client: _RetryingClient, experiment_id: str, run_key: str, status: str) -> list[Run]:
