@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import statistics
@@ -36,7 +37,7 @@ from . import atomic
 from .adapters import check_adapter_args
 from .backbones import call_model, describe, logits_of
 from .cache import NodeCache
-from .data import index_inputs
+from .data import InMemoryTask, index_inputs
 from .graph import AdapterGraph
 
 METHODS = ("linear_probe", "full_ft", "adapters")
@@ -179,13 +180,11 @@ def _train(cfg, out, net, params, task, modality, run) -> dict:
     opt, sched = make_optimizer(cfg, modality, params)
     losses = _resume(out / "checkpoint.pt", net, opt, sched)
     cache = _node_cache(cfg, net, task)
-    inputs, labels = task.tensors(cfg.train_split)
     started, first_step = time.perf_counter(), len(losses)
     net.train()
-    for step in _progress(cfg, first_step):
-        index = batch_indices(len(labels), cfg.batch_size, cfg.seed, step)
-        extras = cache.extras(cfg.train_split, index) if cache else {}
-        loss = F.cross_entropy(logits_of(call_model(net, index_inputs(inputs, index), **extras)), labels[index])
+    stream = training_batches(task, cfg, first_step, cache)
+    for step, (inputs, labels, extras) in zip(_progress(cfg, first_step), stream):
+        loss = F.cross_entropy(logits_of(call_model(net, inputs, **extras)), labels)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"run {out}: training loss is {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
@@ -206,6 +205,42 @@ def _train(cfg, out, net, params, task, modality, run) -> dict:
     atomic.write_json(out / "metrics.json", metrics)
     (out / "checkpoint.pt").unlink(missing_ok=True)
     return metrics
+
+
+def training_batches(task, cfg: TrainConfig, first_step: int, cache=None):
+    """(inputs, labels, extras) for steps first_step, first_step + 1, ...: a function of the seed
+    and the step alone, so that a resumed run sees exactly the batches it would have seen.
+
+    Tasks held in memory are indexed directly (and can use the node cache); streamed tasks
+    (paper-scale tfds) are read epoch by epoch, skipping the batches a resumed run already saw.
+    """
+    if isinstance(task, InMemoryTask) or cache is not None:
+        inputs, labels = task.tensors(cfg.train_split)
+        for step in itertools.count(first_step):
+            index = batch_indices(len(labels), cfg.batch_size, cfg.seed, step)
+            extras = cache.extras(cfg.train_split, index) if cache else {}
+            yield index_inputs(inputs, index), labels[index], extras
+        return
+    per_epoch = max(1, task.split_sizes[cfg.train_split] // cfg.batch_size)
+    epoch, skip = divmod(first_step, per_epoch)
+    while True:
+        order_seed = cfg.seed * 100_003 + epoch
+        epoch_batches = task.batches(cfg.train_split, cfg.batch_size, shuffle=True, seed=order_seed, drop_last=True)
+        for inputs, labels in itertools.islice(epoch_batches, skip, None):
+            yield inputs, labels, {}
+        epoch, skip = epoch + 1, 0
+
+
+def eval_batches(task, split: str, batch_size: int, cache=None):
+    """(inputs, labels, extras) over a whole split, in order."""
+    if not (isinstance(task, InMemoryTask) or cache is not None):
+        for inputs, labels in task.batches(split, batch_size):
+            yield inputs, labels, {}
+        return
+    inputs, labels = task.tensors(split)
+    for start in range(0, len(labels), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(labels)))
+        yield index_inputs(inputs, index), labels[index], (cache.extras(split, index) if cache else {})
 
 
 def _progress(cfg: TrainConfig, first_step: int):
@@ -237,15 +272,13 @@ def _resume(path: Path, net, opt, sched) -> list[float]:
 @torch.no_grad()
 def accuracy(net: nn.Module, task, split: str, batch_size: int, cache=None) -> float:
     net.eval()
-    inputs, labels = task.tensors(split)
-    correct = 0
-    for start in range(0, len(labels), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(labels)))
-        extras = cache.extras(split, index) if cache else {}
-        logits = logits_of(call_model(net, index_inputs(inputs, index), **extras))
-        correct += (logits.argmax(-1) == labels[index]).sum().item()
+    correct = total = 0
+    for inputs, labels, extras in eval_batches(task, split, batch_size, cache):
+        logits = logits_of(call_model(net, inputs, **extras))
+        correct += (logits.argmax(-1) == labels).sum().item()
+        total += len(labels)
     net.train()
-    return correct / len(labels)
+    return correct / total
 
 
 def _metrics(cfg, net, task, cache, losses, seconds, steps_run) -> dict:
