@@ -159,3 +159,14 @@ def test_streamed_batches_resume_where_they_left_off():
     resumed = [labels for _, labels, _ in itertools.islice(training_batches(task, cfg, 7), 5)]
     assert all(torch.equal(a, b) for a, b in zip(full[7:], resumed))
     assert not torch.equal(full[0], full[3])  # epoch 2 (3 batches an epoch) is reshuffled
+
+
+def test_a_changed_config_moves_the_old_run_aside(tiny_vit, tmp_path):
+    old = train(config(tiny_vit, tmp_path, steps=6), tmp_path / "run")
+    # fields that do not change the result reuse it ...
+    assert train(config(tiny_vit, tmp_path, steps=6, log_every=3, prefix_cache=True), tmp_path / "run") == old
+    # ... any other change is a new run; the old one is kept beside it
+    new = train(config(tiny_vit, tmp_path, steps=7), tmp_path / "run")
+    assert new["steps"] == 7
+    kept = json.loads((tmp_path / "run.superseded-1/metrics.json").read_text())
+    assert kept == old

@@ -161,8 +161,9 @@ def train(cfg: TrainConfig, out_dir) -> dict:
     """Train one run into ``out_dir`` and return its metrics (also in ``out_dir/metrics.json``)."""
     cfg.check()
     out = Path(out_dir)
-    if (out / "metrics.json").exists():  # finished before: never redone, never overwritten
-        return json.loads((out / "metrics.json").read_text())
+    finished = _finished_result(out, cfg)
+    if finished is not None:  # finished before with this config: never redone, never overwritten
+        return finished
     from .data import load_task
     from .models import load_model
 
@@ -195,7 +196,7 @@ def _train(cfg, out, net, params, task, modality, run) -> dict:
         if run is not None and (step % cfg.log_every == 0 or step == cfg.steps - 1):
             run.log_metrics({"train_loss": losses[-1], "lr": sched.get_last_lr()[0]}, step=step)
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            atomic.torch_save(out / "checkpoint.pt", _checkpoint(net, opt, sched, losses))
+            atomic.torch_save(out / "checkpoint.pt", _checkpoint(cfg, net, opt, sched, losses))
     seconds = time.perf_counter() - started
     metrics = _metrics(cfg, net, task, cache, losses, seconds, cfg.steps - first_step)
     if run is not None:
@@ -250,8 +251,37 @@ def _progress(cfg: TrainConfig, first_step: int):
                 desc=f"{cfg.dataset} {cfg.method}", unit="step", mininterval=1.0, dynamic_ncols=True)
 
 
-def _checkpoint(net, opt, sched, losses) -> dict:
-    return {"trainable": trainable_state(net), "optimizer": opt.state_dict(),
+# fields that do not change what a run computes (the cache gives equal results within float
+# tolerance); any other difference makes it a different run
+NOT_RESULT_FIELDS = ("checkpoint_every", "log_every", "prefix_cache", "cache_dir", "tracking_uri", "track",
+                     "experiment", "tags", "progress", "eval_batch_size")
+
+
+def result_key(cfg: TrainConfig) -> dict:
+    return {k: v for k, v in _plain(dataclasses.asdict(cfg)).items() if k not in NOT_RESULT_FIELDS}
+
+
+def _finished_result(out: Path, cfg: TrainConfig) -> Optional[dict]:
+    """The metrics of a finished run of this config in ``out``, else None. A run of another
+    config found there (finished or not) is moved aside to ``out.superseded-N``, never deleted."""
+    key = result_key(cfg)
+    if (out / "metrics.json").exists():
+        metrics = json.loads((out / "metrics.json").read_text())
+        if result_key(TrainConfig(**metrics["config"])) == key:
+            return metrics
+    elif not (out / "checkpoint.pt").exists() or _checkpoint_key(out / "checkpoint.pt") == key:
+        return None  # nothing there yet, or this very run to resume
+    n = 1 + sum(1 for _ in out.parent.glob(f"{out.name}.superseded-*"))
+    out.rename(out.parent / f"{out.name}.superseded-{n}")
+    return None
+
+
+def _checkpoint_key(path: Path) -> Optional[dict]:
+    return torch.load(path, map_location="cpu", weights_only=True).get("config")
+
+
+def _checkpoint(cfg, net, opt, sched, losses) -> dict:
+    return {"config": result_key(cfg), "trainable": trainable_state(net), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "losses": list(losses)}
 
 
