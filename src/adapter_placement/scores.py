@@ -77,21 +77,26 @@ def edge_gradients(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cr
     backbone = describe(model)
     n, d = backbone.num_nodes, backbone.hidden_size
     was_training = model.training
+    flags = {p: p.requires_grad for p in model.parameters()}
     model.eval()  # the scores are taken on the deterministic frozen backbone
+    for p in model.parameters():  # only the zero deltas need gradients: autograd saves less
+        p.requires_grad_(False)
     total, examples = None, 0
     try:
         for inputs, targets in batches:
             xs, zs, gs = _capture_batch(backbone, inputs, targets, loss_fn)
-            batch_grads = _outer_products(xs, zs, gs)
-            size = len(targets)
-            total = batch_grads * size if total is None else total.add_(batch_grads, alpha=size)
-            examples += size
+            if total is None:
+                total = torch.zeros(n, n, d, d, dtype=gs.dtype, device=gs.device)
+            _add_outer_products(total, xs, zs, gs, weight=len(targets))
+            examples += len(targets)
+            del xs, zs, gs
     finally:
         model.train(was_training)
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
     if total is None:
         raise ValueError("batches is empty: no data to score the edges on")
-    assert total.shape == (n, n, d, d)
-    return total / examples
+    return total.div_(examples)
 
 
 def _capture_batch(backbone, inputs, targets, loss_fn):
@@ -117,15 +122,16 @@ def _capture_batch(backbone, inputs, targets, loss_fn):
     return flat(nodes[i] for i in order), flat(pre_values[i] for i in order), flat(grads)
 
 
-def _outer_products(xs: torch.Tensor, zs: torch.Tensor, gs: torch.Tensor) -> torch.Tensor:
-    """``X_i^T G_j`` for every (i, j); the sequential edge (i, i) reads z_i instead of x_i."""
+def _add_outer_products(total: torch.Tensor, xs: torch.Tensor, zs: torch.Tensor, gs: torch.Tensor,
+                        weight: float) -> None:
+    """``total[i, j] += weight * X_i^T G_j`` for every (i, j), one source row at a time so that
+    the workspace is one row (n d^2); the sequential edge (i, i) reads z_i instead of x_i."""
     n, tokens, d = gs.shape
     g_all = gs.permute(1, 0, 2).reshape(tokens, n * d)  # every G_j side by side
-    out = torch.empty(n, n, d, d, dtype=gs.dtype, device=gs.device)
     for i in range(n):
-        out[i] = (xs[i].T @ g_all).view(d, n, d).transpose(0, 1)
-        out[i, i] = zs[i].T @ gs[i]
-    return out
+        row = (xs[i].T @ g_all).view(d, n, d).transpose(0, 1)
+        row[i] = zs[i].T @ gs[i]
+        total[i].add_(row, alpha=weight)
 
 
 def score_edges(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_entropy,
