@@ -68,7 +68,7 @@ digit_scenes       Places365            two distinct MNIST digits of random size
                                         overlapping places on a cluttered background; label = the
                                         unordered pair (45 "scene" classes: what is in the
                                         picture, not where)
-vader_sst2         SST2                 the VADER lexicon's clearly rated words (mean valence     ~4470/560/560
+vader_sst2         SST2                 the VADER lexicon's clearly rated words (mean valence     4460/564/562
                                         |v| >= 1.0, ten human ratings each): positive vs negative
 vader_mnli         MNLI                 pairs of lexicon words: same polarity (0, "entailment"),  16000/2000/2000
                                         one neutral word |v| <= 0.5 (1, "neutral"), opposite
