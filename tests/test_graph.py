@@ -134,7 +134,7 @@ def test_graph_properties_and_adapter_call(vit):
 
 @pytest.mark.parametrize("family", ["vit", "bert", "roberta"])
 @pytest.mark.parametrize("edges, node", [([(3, 5), (6, 4)], 2), ([(5, 6)], 4), ([(2, 2), (1, 4)], 0), ([(2, 5)], 2),
-                                         ([(0, 4)], None)])
+                                         ([(0, 4)], 0), ([(4, 0)], None)])
 def test_skipping_the_frozen_prefix_gives_the_same_output(family, edges, node, images, text_batch):
     model = small_vit() if family == "vit" else small_text_model(family)
     args, kwargs = ((images,), {}) if family == "vit" else ((), text_batch)

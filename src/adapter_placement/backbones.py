@@ -148,10 +148,18 @@ def _post_ln_hooks(model, on_add: OnAdd, on_node: OnNode) -> list:
             on_node(j, x)
         return hook
 
+    def layer_input(j):  # node j again, seen by a pass that starts at this layer (start_at_block)
+        def hook(_module, args):
+            on_node(j, args[0])
+        return hook
+
     handles = []
     for j, norm in enumerate(norms):
         handles.append(norm.register_forward_pre_hook(residual_sum(j)))
         handles.append(norm.register_forward_hook(node_output(j)))
+    for b, layer in enumerate(base.encoder.layer):
+        if b > 0:
+            handles.append(layer.register_forward_pre_hook(layer_input(2 * b)))
     return handles
 
 
