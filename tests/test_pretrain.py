@@ -100,13 +100,13 @@ def test_save_and_load_round_trip_with_a_fresh_zero_head(tiny_run, tmp_path):
 
 
 def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
-    def fail(target):
-        with open(target, "w") as handle:
-            handle.write("half")
-        raise RuntimeError("disk full")
+    from adapter_placement.atomic import atomic_path
 
     with pytest.raises(RuntimeError):
-        pretrain.atomic_write(tmp_path / "w.safetensors", fail)
+        with atomic_path(tmp_path / "w.safetensors") as target:
+            with open(target, "w") as handle:
+                handle.write("half")
+            raise RuntimeError("disk full")
     assert os.listdir(tmp_path) == []
 
 

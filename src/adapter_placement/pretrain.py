@@ -28,7 +28,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,9 +37,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer
 
+from adapter_placement import atomic
 from adapter_placement.data import (EMBEDDED_VISION_DATA_CONFIG, ImageNormaliser, mnist_digits,
                                     render_source_batch, source_sprites, source_split_indices)
 
@@ -158,26 +158,6 @@ def config_path(weights_path: str | os.PathLike) -> Path:
     return Path(weights_path).with_suffix(".json")
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temporary)
-        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes 0600 files
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def save_pretrained_vit(model: VisionTransformer, path: str | os.PathLike,
                         vit_kwargs: Mapping[str, Any],
                         pretraining: Mapping[str, Any] | None = None) -> Path:
@@ -187,12 +167,8 @@ def save_pretrained_vit(model: VisionTransformer, path: str | os.PathLike,
               "pretraining": dict(pretraining or {})}
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
 
-    def write_json(target: str) -> None:
-        with open(target, "w") as handle:
-            json.dump(record, handle, indent=2)
-
-    atomic_write(config_path(path), write_json)
-    atomic_write(path, lambda target: save_file(state, target))
+    atomic.write_json(config_path(path), record)
+    atomic.save_safetensors(path, state)
     return path
 
 
