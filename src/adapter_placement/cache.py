@@ -35,8 +35,8 @@ class NodeCache:
     def __init__(self, graph: AdapterGraph, task, root: Path, model_spec: str, data_seed: int,
                  batch_size: int = 256):
         self.graph, self.task, self.batch_size = graph, task, batch_size
-        self.prefix_node = graph.prefix_node
-        self.nodes = sorted(set(graph.recurrent_sources) | ({graph.prefix_node} - {None}))
+        self.prefix_node = graph.prefix_node or None  # starting at block 0 skips nothing: no cache
+        self.nodes = sorted(set(graph.recurrent_sources) | ({self.prefix_node} - {None}))
         self.folder = Path(root) / model_key(model_spec) / f"{task.name}-data{data_seed}"
         self._values: dict[str, dict[int, torch.Tensor]] = {}
 
