@@ -19,7 +19,7 @@ test: install
 	$(PY) -m pytest -q
 
 reproduce: install
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --cores 2 all
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --cores 2 --rerun-incomplete all
 
 bench: install
 	$(PY) benchmarks/bench_graph.py

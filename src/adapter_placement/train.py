@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
@@ -71,6 +72,7 @@ class TrainConfig:
     prefix_cache: bool = False  # reuse the frozen prefix and first pass from disk (cache_dir)
     cache_dir: str = "results/cache"
     data_dir: Optional[str] = None  # tensorflow-datasets folder (paper scale)
+    data_sizes: Optional[dict] = None  # embedded tasks only: {split: examples} (load_task's `sizes`)
     tracking_uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI or sqlite:///results/mlflow.db
     track: bool = True
     experiment: str = "runs"
@@ -80,6 +82,8 @@ class TrainConfig:
     def __post_init__(self):
         self.edges = [tuple(int(v) for v in e) for e in self.edges]
         self.eval_splits = tuple(self.eval_splits)
+        if self.data_sizes is not None:
+            self.data_sizes = {str(k): int(v) for k, v in sorted(dict(self.data_sizes).items())}
 
     def check(self) -> None:
         """Every value that can be checked without loading anything; ValueError names it."""
@@ -131,12 +135,17 @@ def lr_factor(step: int, steps: int, warmup: int, decay: str) -> float:
     return 0.5 * (1 + math.cos(math.pi * progress)) if decay == "cosine" else max(0.0, 1 - progress)
 
 
-def make_optimizer(cfg: TrainConfig, modality: str, params):
-    """App. A: vision SGD, momentum 0.9, no weight decay, cosine; text AdamW, decay 0.1, linear."""
+def base_optimizer(modality: str, params, lr: float):
+    """App. A: vision SGD, momentum 0.9, no weight decay, cosine; text AdamW, decay 0.1, linear.
+    Returns the optimiser and the name of its decay (for ``lr_factor``)."""
     if modality == "vision":
-        opt, decay = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=0.0), "cosine"
-    else:
-        opt, decay = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.1), "linear"
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=0.0), "cosine"
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.1), "linear"
+
+
+def make_optimizer(cfg: TrainConfig, modality: str, params):
+    """``base_optimizer`` with its warm-up and decay schedule over ``cfg.steps``."""
+    opt, decay = base_optimizer(modality, params, cfg.lr)
     warm = warmup_steps(cfg, modality)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps, warm, decay))
     return opt, sched
@@ -170,8 +179,7 @@ def train(cfg: TrainConfig, out_dir) -> dict:
     torch.manual_seed(cfg.seed)
     loaded = load_model(cfg.model, num_classes_of(cfg.dataset))
     net, params = build_network(cfg, loaded.model)  # bad edges fail here, before any data or training
-    task = load_task(cfg.dataset, seed=cfg.data_seed, data_dir=cfg.data_dir, tokenizer=loaded.tokenizer,
-                     data_config=loaded.data_config)
+    task = _load_task(cfg, loaded)
     out.mkdir(parents=True, exist_ok=True)
     with _tracked(cfg, out) as run:
         return _train(cfg, out, net, params, task, loaded.modality, run)
@@ -333,11 +341,35 @@ def _save_weights(cfg, out: Path, net, run) -> None:
                                         "activation": cfg.activation, "kind": cfg.adapter_kind})
 
 
+_TASKS: dict = {}  # in-memory tasks built in this process, so a batch of runs builds each once
+
+
+def _load_task(cfg: TrainConfig, loaded):
+    """The run's task; embedded (in-memory) tasks are deterministic, so they are built once per
+    process and shared by the runs of a batch (the model's tokenizer and data config are fixed
+    by the model spec, hence part of the key)."""
+    from .data import EMBEDDED_TASKS, load_task
+
+    key = (cfg.dataset, cfg.model, cfg.data_seed, cfg.data_dir, json.dumps(cfg.data_sizes, sort_keys=True))
+    if key in _TASKS:
+        return _TASKS[key]
+    task = load_task(cfg.dataset, seed=cfg.data_seed, data_dir=cfg.data_dir, tokenizer=loaded.tokenizer,
+                     data_config=loaded.data_config, sizes=cfg.data_sizes)
+    if cfg.dataset in EMBEDDED_TASKS:
+        _TASKS.clear()  # keep one: a batch is one dataset
+        _TASKS[key] = task
+    return task
+
+
 def _node_cache(cfg, net, task) -> Optional[NodeCache]:
     """The frozen prefix and first pass of this graph's edges, from disk (computed once)."""
     if not (cfg.prefix_cache and isinstance(net, AdapterGraph)):
         return None
-    return NodeCache(net, task, Path(cfg.cache_dir), cfg.model, cfg.data_seed, cfg.eval_batch_size)
+    root = Path(cfg.cache_dir)
+    if cfg.data_sizes:  # other sizes are other examples: never share their cached nodes
+        digest = hashlib.sha256(json.dumps(cfg.data_sizes, sort_keys=True).encode()).hexdigest()[:12]
+        root = root / f"sizes-{digest}"
+    return NodeCache(net, task, root, cfg.model, cfg.data_seed, cfg.eval_batch_size)
 
 
 @contextlib.contextmanager
@@ -404,6 +436,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(flag, nargs="+", default=["val"])
         elif f.name == "tags":
             p.add_argument(flag, nargs="*", default=[], metavar="KEY=VALUE")
+        elif f.name == "data_sizes":
+            p.add_argument(flag, type=json.loads, default=None, metavar="JSON", help='e.g. \'{"train": 800}\'')
         elif f.type in ("bool",):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:

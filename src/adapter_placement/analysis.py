@@ -1,0 +1,470 @@
+"""Tables of DESIGN.md section 6 as pandas DataFrames, computed from the runs' metrics.
+
+``load_runs`` reads the batch JSONs that the training jobs write (one row per run); every table
+function is pure: DataFrames in, a DataFrame out, with the MLflow run ids behind each cell in a
+``run_ids`` column. ``write_table`` is the job that writes one table as CSV and Markdown.
+
+Accuracies are fractions in ``runs`` and in Table 3 (as the paper prints it), percent in Tables 1,
+5, 7 and 8 (as the paper prints them). Means and standard deviations are over seeds (population
+std, as ``train.run_protocol``).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Iterable, Mapping, Optional
+
+import numpy as np
+import pandas as pd
+
+from . import atomic
+from .placements import edge_kind
+
+RUN_KEYS = ("experiment", "dataset", "placement", "seed", "model", "method", "rank", "activation", "kind")
+PAPER_METHOD = {"full_ft": "full_ft", "linear_probe": "linear_probe", "parallel_all": "parallel_24",
+                "sequential_all": "sequential_24", "extended_max": "extended_max_24"}
+PAPER_FUNCTION = {"min_col": "min_abs_column_sum", "max_col": "max_abs_column_sum", "frobenius": "frobenius",
+                  "spectral": "spectral", "nuclear": "nuclear", "srank": "srank_eta0.01"}
+KIND_NAME = {"parallel": "parallel", "sequential": "sequential", "long-range": "long_range", "recurrent": "recurrent"}
+
+
+# ---------------------------------------------------------------- loading
+
+def variant_of(method: str, rank: int, activation: str, kind: str) -> str:
+    if method != "adapters":
+        return method
+    return "adapters-linear" if kind == "linear" else f"adapters-r{rank}-{activation}"
+
+
+def load_runs(paths: Iterable[str]) -> pd.DataFrame:
+    """One row per run of the given batch JSONs (finished and diverged)."""
+    rows = []
+    for path in paths:
+        for item in json.loads(Path(path).read_text())["items"]:
+            key, metrics = item["key"], item["metrics"]
+            rows.append({**{k: key.get(k) for k in RUN_KEYS}, "edges": [tuple(e) for e in item["edges"]],
+                         "n_adapters": len(item["edges"]), "lr": item["lr"], "steps": item["steps"],
+                         "status": item["status"], "test_accuracy": metrics.get("test_accuracy", np.nan),
+                         "train_loss": metrics.get("train_loss", np.nan), "seconds": metrics.get("seconds", np.nan),
+                         "steps_per_second": metrics.get("steps_per_second", np.nan),
+                         "trainable_parameters": metrics.get("trainable_parameters", np.nan),
+                         "run_id": metrics.get("mlflow_run_id") or "", "folder": item["folder"]})
+    columns = [*RUN_KEYS, "edges", "n_adapters", "lr", "steps", "status", "test_accuracy", "train_loss",
+               "seconds", "steps_per_second", "trainable_parameters", "run_id", "folder"]
+    runs = pd.DataFrame(rows, columns=columns)
+    runs["variant"] = [variant_of(*v) for v in zip(runs.method, runs["rank"], runs.activation, runs.kind)]
+    return runs
+
+
+def summarise(runs: pd.DataFrame, by: list[str], value: str = "test_accuracy", scale: float = 1.0) -> pd.DataFrame:
+    """Mean, std (population) and count of ``value`` over seeds, and the run ids, per group."""
+    if runs.empty:
+        return pd.DataFrame(columns=[*by, "mean", "std", "seeds", "run_ids"])
+    grouped = runs.groupby(by, sort=False)
+    out = grouped[value].agg(mean="mean", std=lambda v: float(np.std(v, ddof=0)), seeds="count").reset_index()
+    out["mean"] *= scale
+    out["std"] *= scale
+    ids = grouped.run_id.agg(lambda v: ";".join(i for i in v if i)).reset_index(name="run_ids")
+    return out.merge(ids, on=by)
+
+
+def _edge_of(placement: str) -> Optional[tuple[int, int]]:
+    parts = placement.split("_")
+    if placement.startswith("edge_"):
+        return int(parts[1]), int(parts[2])
+    if placement.startswith("parallel_") and parts[1].isdigit():
+        return int(parts[1]) - 1, int(parts[1])
+    return None
+
+
+def single_edges(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, edge): mean test accuracy and train loss over seeds, the edge's kind, run ids."""
+    runs = runs.assign(edge=runs.placement.map(_edge_of)).dropna(subset=["edge"])
+    acc = summarise(runs, ["dataset", "placement", "edge"])
+    loss = runs.groupby(["dataset", "placement"]).train_loss.mean().reset_index(name="train_loss")
+    out = acc.merge(loss, on=["dataset", "placement"])
+    out["i"] = out.edge.map(lambda e: e[0])
+    out["j"] = out.edge.map(lambda e: e[1])
+    out["kind"] = [KIND_NAME[edge_kind(i, j)] for i, j in zip(out.i, out.j)]
+    return out.drop(columns="edge")
+
+
+def spearman(x, y) -> tuple[float, float]:
+    """Spearman's rho and its p-value; NaN when either side is constant or too short."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan, math.nan
+    result = spearmanr(x, y)
+    return float(result.statistic), float(result.pvalue)
+
+
+# ---------------------------------------------------------------- Table 1
+
+def table1(runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
+    """FT, LP, parallel_all, sequential_all and the best random placement (by mean over seeds)."""
+    rows = []
+    for dataset in datasets:
+        mine = runs[runs.dataset == dataset]
+        for method in ("full_ft", "linear_probe"):
+            rows.append(_row(summarise(mine[mine.method == method], ["method"], scale=100), method, dataset, "none"))
+        for placement in ("parallel_all", "sequential_all"):
+            part = summarise(mine[mine.placement == placement], ["placement"], scale=100)
+            rows.append(_row(part, placement, dataset, placement))
+        random = summarise(mine[mine.placement.str.startswith("random")], ["placement"], scale=100)
+        best = random.sort_values(["mean", "placement"], ascending=[False, True]).head(1)
+        rows.append(_row(best, "extended_max", dataset, best.placement.iloc[0] if len(best) else "",
+                         draws=len(random)))
+    return pd.DataFrame(rows)
+
+
+def _row(summary: pd.DataFrame, method: str, dataset: str, placement: str, **extra) -> dict:
+    if summary.empty:
+        return {"method": method, "dataset": dataset, "mean": math.nan, "std": math.nan, "seeds": 0,
+                "placement": placement, "run_ids": "", **extra}
+    first = summary.iloc[0]
+    return {"method": method, "dataset": dataset, "mean": first["mean"], "std": first["std"],
+            "seeds": int(first["seeds"]), "placement": placement, "run_ids": first["run_ids"], **extra}
+
+
+# ---------------------------------------------------------------- Table 3
+
+def table3(fig1_runs: pd.DataFrame, fig3_runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
+    """The best single adapter of each kind: parallel from Fig. 1, the others from the Fig. 3 grid."""
+    edges = pd.concat([single_edges(fig1_runs), single_edges(fig3_runs)], ignore_index=True)
+    rows = []
+    for dataset in datasets:
+        for kind in ("parallel", "sequential", "long_range", "recurrent"):
+            part = edges[(edges.dataset == dataset) & (edges.kind == kind)]
+            if part.empty:
+                rows.append({"adapter_type": kind, "dataset": dataset, "mean": math.nan, "std": math.nan,
+                             "edge": "", "run_ids": ""})
+                continue
+            best = part.sort_values(["mean", "placement"], ascending=[False, True]).iloc[0]
+            rows.append({"adapter_type": kind, "dataset": dataset, "mean": best["mean"], "std": best["std"],
+                         "edge": f"({best.i}, {best.j})", "run_ids": best.run_ids})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- scores vs single adapters (Table 4, Fig. 5, 10-13)
+
+def score_correlations(edges: pd.DataFrame, matrix) -> dict:
+    """Spearman of a score matrix against the single-edge test accuracy and train loss."""
+    matrix = np.asarray(matrix, float)
+    scores = [matrix[i, j] for i, j in zip(edges.i, edges.j)]
+    rho_acc, p_acc = spearman(scores, edges["mean"])
+    rho_loss, p_loss = spearman(scores, edges.train_loss)
+    return {"test_accuracy_spearman": rho_acc, "test_accuracy_p": p_acc,
+            "train_loss_spearman": rho_loss, "train_loss_p": p_loss, "edges": len(scores)}
+
+
+def table4(fig3_runs: pd.DataFrame, scores: Mapping, dataset: str) -> pd.DataFrame:
+    """Each score function vs the single-adapter train loss and test accuracy (Table 4)."""
+    edges = single_edges(fig3_runs[fig3_runs.dataset == dataset])
+    rows = [{"function": fn, "paper_name": PAPER_FUNCTION.get(fn, fn), **score_correlations(edges, matrix)}
+            for fn, matrix in scores["heads"]["default"]["scores"].items()]
+    return pd.DataFrame(rows)
+
+
+def fig5_correlations(fig3_runs: pd.DataFrame, scores_by_dataset: Mapping[str, Mapping]) -> pd.DataFrame:
+    """srank (the config's eta) vs test accuracy and train loss, per dataset (Fig. 5, 11), and
+    test accuracy vs log train loss (Fig. 12)."""
+    rows = []
+    for dataset, scores in scores_by_dataset.items():
+        edges = single_edges(fig3_runs[fig3_runs.dataset == dataset])
+        rho, p = spearman(edges["mean"], np.log(edges.train_loss))
+        rows.append({"dataset": dataset, **score_correlations(edges, scores["heads"]["default"]["scores"]["srank"]),
+                     "accuracy_vs_log_loss_spearman": rho, "accuracy_vs_log_loss_p": p})
+    return pd.DataFrame(rows)
+
+
+def fig13_correlations(fig3_runs: pd.DataFrame, scores: Mapping, dataset: str) -> pd.DataFrame:
+    """srank at each eta and head pre-training length (the grid) vs train loss and test accuracy (Fig. 13)."""
+    edges = single_edges(fig3_runs[fig3_runs.dataset == dataset])
+    rows = []
+    grid = [head for name, head in scores["heads"].items() if name != "default"]
+    for head in sorted(grid, key=lambda h: h["head_steps"]):
+        for eta, matrix in head["srank_by_eta"].items():
+            c = score_correlations(edges, matrix)
+            rows.append({"n_steps": head["head_steps"], "eta": float(eta), "train_loss_corr": c["train_loss_spearman"],
+                         "test_acc_corr": c["test_accuracy_spearman"]})
+    return pd.DataFrame(rows, columns=["n_steps", "eta", "train_loss_corr", "test_acc_corr"])
+
+
+def fig4_correlations(fig3_runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
+    """Spearman between datasets of the single-adapter test accuracies on the grid (Fig. 4)."""
+    edges = single_edges(fig3_runs)
+    wide = edges.pivot_table(index="placement", columns="dataset", values="mean")
+    rows = []
+    for a in datasets:
+        for b in datasets:
+            rho = 1.0 if a == b else spearman(wide.get(a, []), wide.get(b, []))[0]
+            rows.append({"dataset_a": a, "dataset_b": b, "spearman": rho})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- Table 5, 7, 8, Fig. 6, 9, 15
+
+def table5(runs: pd.DataFrame, ranks: list[int], blocks: int) -> pd.DataFrame:
+    """L FFN-parallel adapters of rank r vs one adapter of rank L*r at the best Fig. 3 edge."""
+    rows = []
+    for rank in ranks:
+        ffn = summarise(runs[(runs.placement == "ffn_parallel") & (runs["rank"] == rank)], ["placement"], scale=100)
+        single_runs = runs[(runs.placement == "best_single") & (runs["rank"] == rank * blocks)]
+        single = summarise(single_runs, ["placement"], scale=100)
+        edge = single_runs.edges.iloc[0][0] if len(single_runs) else None
+        rows.append({"rank": rank, "single_rank": rank * blocks,
+                     "all_parallel_ffn_mean": _get(ffn, "mean"), "all_parallel_ffn_std": _get(ffn, "std"),
+                     "single_best_mean": _get(single, "mean"), "single_best_std": _get(single, "std"),
+                     "single_edge": f"({edge[0]}, {edge[1]})" if edge else "",
+                     "run_ids": ";".join(filter(None, [_get(ffn, "run_ids", ""), _get(single, "run_ids", "")]))})
+    return pd.DataFrame(rows)
+
+
+def _get(summary: pd.DataFrame, column: str, default=math.nan):
+    return summary.iloc[0][column] if len(summary) else default
+
+
+def table7(runs: pd.DataFrame, table1_runs: pd.DataFrame, dataset: str, n_adapters: int) -> pd.DataFrame:
+    """Best random non-recurrent placement of N vs first-N, last-N, and Table 1's references."""
+    mine = runs[runs.dataset == dataset]
+    randnr = summarise(mine[mine.placement.str.startswith("randnr")], ["placement"], scale=100)
+    best_nr = randnr.sort_values(["mean", "placement"], ascending=[False, True]).head(1)
+    t1 = table1(table1_runs, [dataset]).set_index("method")
+    rows = [
+        {"method": "extended_no_recurrent_max", **_stats(best_nr), "n_adapters": n_adapters,
+         "placement": _get(best_nr, "placement", ""), "draws": len(randnr)},
+        {"method": "last_k", **_stats(summarise(mine[mine.placement == f"last_{n_adapters}"], ["placement"], scale=100)),
+         "n_adapters": n_adapters, "placement": f"last_{n_adapters}"},
+        {"method": "first_k", **_stats(summarise(mine[mine.placement == f"first_{n_adapters}"], ["placement"], scale=100)),
+         "n_adapters": n_adapters, "placement": f"first_{n_adapters}"},
+    ]
+    for method, name in (("extended_with_recurrent_max", "extended_max"), ("parallel_all", "parallel_all")):
+        ref = t1.loc[name] if name in t1.index else None
+        rows.append({"method": method, "accuracy_mean": ref["mean"] if ref is not None else math.nan,
+                     "accuracy_std": ref["std"] if ref is not None else math.nan,
+                     "run_ids": ref["run_ids"] if ref is not None else "",
+                     "n_adapters": _placement_size(table1_runs, ref["placement"] if ref is not None else ""),
+                     "placement": ref["placement"] if ref is not None else ""})
+    return pd.DataFrame(rows)
+
+
+def _stats(summary: pd.DataFrame) -> dict:
+    return {"accuracy_mean": _get(summary, "mean"), "accuracy_std": _get(summary, "std"),
+            "run_ids": _get(summary, "run_ids", "")}
+
+
+def _placement_size(runs: pd.DataFrame, placement: str) -> int:
+    match = runs[runs.placement == placement]
+    return int(match.n_adapters.iloc[0]) if len(match) else 0
+
+
+def table8(runs: pd.DataFrame, table1_runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
+    """Each dataset's own best random placement (tailored) vs the other dataset's (transfer)."""
+    rows = []
+    for dataset in datasets:
+        tailored = table1(table1_runs, [dataset]).set_index("method").loc["extended_max"]
+        transfer = summarise(runs[runs.dataset == dataset], ["placement"], scale=100)
+        rows.append({"dataset": dataset, "tailored_mean": tailored["mean"], "tailored_std": tailored["std"],
+                     "transfer_mean": _get(transfer, "mean"), "transfer_std": _get(transfer, "std"),
+                     "delta": tailored["mean"] - _get(transfer, "mean"),
+                     "tailored_placement": tailored["placement"], "transfer_placement": _get(transfer, "placement", ""),
+                     "run_ids": ";".join(filter(None, [tailored["run_ids"], _get(transfer, "run_ids", "")]))})
+    return pd.DataFrame(rows)
+
+
+def method_of(placement: str) -> str:
+    """The selection method of a Fig. 6 placement name: gga, topk, random, first, last."""
+    return placement.split("_")[0].rstrip("0123456789")
+
+
+def fig6_data(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean test accuracy (%) per dataset, selection method and number of adapters (Fig. 6a, 6b)."""
+    runs = runs.assign(selection=runs.placement.map(method_of))
+    return summarise(runs, ["dataset", "selection", "n_adapters"], scale=100)
+
+
+def fig6c_data(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean test accuracy (%) per rank and method, with the trainable parameters (Fig. 6c)."""
+    runs = runs.assign(selection=np.where(runs.placement == "ffn_parallel", "ffn_parallel", "gga"))
+    out = summarise(runs, ["selection", "rank"], scale=100)
+    params = runs.groupby(["selection", "rank"]).trainable_parameters.mean().reset_index()
+    return out.merge(params, on=["selection", "rank"])
+
+
+def fig9_data(runs: pd.DataFrame) -> pd.DataFrame:
+    return summarise(runs, ["activation", "n_adapters"], scale=100)
+
+
+def fig8_data(linear_runs: pd.DataFrame, fig3_runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Per grid edge: linear and non-linear single-adapter test accuracy (Fig. 8)."""
+    linear = single_edges(linear_runs[linear_runs.dataset == dataset])
+    nonlinear = single_edges(fig3_runs[fig3_runs.dataset == dataset])
+    return linear.merge(nonlinear, on=["dataset", "placement", "i", "j", "kind"], suffixes=("_linear", "_nonlinear"))
+
+
+def fig15_data(runs: pd.DataFrame, table1_runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    best = table1(table1_runs, [dataset]).set_index("method").loc["extended_max"]
+    everything = summarise(runs[runs.dataset == dataset], ["placement"], scale=100)
+    return pd.DataFrame([
+        {"setup": f"best random ({best['placement']})", "mean": best["mean"], "std": best["std"],
+         "run_ids": best["run_ids"]},
+        {"setup": "all n^2 adapters", "mean": _get(everything, "mean"), "std": _get(everything, "std"),
+         "run_ids": _get(everything, "run_ids", "")},
+    ])
+
+
+def fig1_data(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and parallel position k: mean accuracy (%), block and sub-layer (Fig. 1, 7)."""
+    out = summarise(runs, ["dataset", "placement"], scale=100)
+    out["position"] = out.placement.map(lambda p: int(p.split("_")[1]))
+    out["block"] = (out.position + 1) // 2
+    out["sublayer"] = np.where(out.position % 2 == 1, "MHA", "FFN")
+    return out.sort_values(["dataset", "position"])
+
+
+def baselines(table1_runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
+    """FT, LP and parallel_all (%) per dataset: the dashed lines of Fig. 1, 3, 6, 7."""
+    t1 = table1(table1_runs, datasets)
+    return t1[t1.method.isin(["full_ft", "linear_probe", "parallel_all"])]
+
+
+# ---------------------------------------------------------------- App. K: FLOPs
+
+def forward_flops(tokens: int, d: int, heads: int, ffn: int, blocks: int) -> float:
+    """Forward FLOPs of one example through the encoder blocks (App. K, footnote 8)."""
+    d_k = d // heads
+    f_ffn = tokens * (2 * d - 1) * ffn + tokens * (2 * ffn - 1) * d
+    f_mha = (3 * tokens * (2 * d - 1) * d_k * heads + tokens ** 2 * 2 * d_k * heads
+             + tokens * (2 * tokens - 1) * d_k * heads + tokens * (2 * d_k * heads - 1) * d)
+    return float(blocks * (f_mha + f_ffn))
+
+
+def score_flops(examples: int, nodes: int, tokens: int, d: int) -> float:
+    """FLOPs of the n^2 gradient products X_i^T G_j and their mean (App. K)."""
+    edges = nodes ** 2
+    return float(examples * edges * (2 * tokens - 1) * d ** 2 + examples * edges * d ** 2 + edges * d ** 2)
+
+
+def adapter_flops(n_adapters: int, tokens: int, d: int, rank: int) -> float:
+    """Forward FLOPs of the adapters for one example (App. K, Eq. 10)."""
+    return float(n_adapters * (9 * d * tokens + 4 * d * tokens * rank + 4 * tokens * rank + tokens * d))
+
+
+def appk_table(scores: list[Mapping], models: Mapping[str, Mapping], table1_runs: pd.DataFrame,
+               batch_sizes: Mapping[str, int]) -> pd.DataFrame:
+    """Analytic FLOPs of scoring and of each Table 1 placement, next to measured seconds."""
+    rows = []
+    for s in scores:
+        info = models[s["model"]]
+        tokens = info["tokens"] or s["tokens_per_example"]
+        fwd = forward_flops(tokens, info["hidden_size"], info["heads"], info["ffn_size"], info["blocks"])
+        f_score = score_flops(s["examples"], s["num_nodes"], tokens, info["hidden_size"])
+        seconds = s["heads"]["default"]["seconds"]
+        runs = table1_runs[table1_runs.dataset == s["dataset"]]
+        step = runs[runs.placement == "parallel_all"]
+        step_seconds = float((1.0 / step.steps_per_second).mean()) if len(step) else math.nan
+        run_seconds = float((step.steps / step.steps_per_second).mean()) if len(step) else math.nan
+        rows.append({"dataset": s["dataset"], "model": s["model"], "item": "scoring (GGA)", "tokens": tokens,
+                     "gflops_forward_per_example": fwd / 1e9, "gflops": (2 * s["examples"] * fwd + f_score) / 1e9,
+                     "gflops_score_products": f_score / 1e9,
+                     "measured_seconds": seconds["gradients"] + seconds["reduce"],
+                     "training_step_seconds": step_seconds, "training_run_seconds": run_seconds})
+        batch = batch_sizes[s["dataset"]]
+        for placement, part in runs[runs.method == "adapters"].groupby("placement"):
+            if placement.startswith("random") and placement != _first_random(runs):
+                continue
+            edges, rank = part.edges.iloc[0], int(part["rank"].iloc[0])
+            recurrent = any(i > j for i, j in edges)
+            flops = adapter_flops(len(edges), tokens, info["hidden_size"], rank) + (fwd if recurrent else 0.0)
+            rows.append({"dataset": s["dataset"], "model": s["model"], "item": f"adapters {placement}",
+                         "tokens": tokens, "gflops_forward_per_example": fwd / 1e9,
+                         "gflops": batch * flops / 1e9, "gflops_score_products": math.nan,
+                         "measured_seconds": float((part.steps / part.steps_per_second).mean()),
+                         "training_step_seconds": float((1.0 / part.steps_per_second).mean()),
+                         "training_run_seconds": float((part.steps / part.steps_per_second).mean())})
+    return pd.DataFrame(rows)
+
+
+def _first_random(runs: pd.DataFrame) -> str:
+    names = sorted(p for p in runs.placement.unique() if p.startswith("random"))
+    return names[0] if names else ""
+
+
+# ---------------------------------------------------------------- the job
+
+def write_frame(frame: pd.DataFrame, csv_path: str, md_path: Optional[str] = None, title: str = "") -> None:
+    """CSV (full precision) and, if asked, a Markdown table (rounded), both written atomically."""
+    with atomic.atomic_path(csv_path) as tmp:
+        frame.to_csv(tmp, index=False)
+    if md_path:
+        text = (f"# {title}\n\n" if title else "") + markdown(frame) + "\n"
+        with atomic.atomic_path(md_path) as tmp:
+            tmp.write_text(text)
+
+
+def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A GitHub Markdown table (no tabulate dependency); run ids are shortened to 8 characters."""
+    def cell(value, column):
+        if isinstance(value, float):
+            return "" if math.isnan(value) else f"{value:.{digits}f}"
+        if column == "run_ids" and isinstance(value, str):
+            ids = [v[:8] for v in value.split(";") if v]
+            return " ".join(ids[:6]) + (f" (+{len(ids) - 6})" if len(ids) > 6 else "")
+        return str(value)
+
+    columns = list(frame.columns)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(v, c) for v, c in zip(row, columns)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def read_json(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+TABLE_TITLES = {
+    "table1": "Table 1: FT, LP, parallel and sequential adapters, best random placement (test accuracy %)",
+    "table3": "Table 3: best single adapter of each kind (test accuracy)",
+    "table4": "Table 4: score functions vs single-adapter train loss and test accuracy (Spearman)",
+    "table5": "Table 5: one adapter of rank L*r at the best edge vs L FFN-parallel adapters of rank r (%)",
+    "table7": "Table 7: random non-recurrent placements vs first-k and last-k (test accuracy %)",
+    "table8": "Table 8: tailored vs transferred best placement (test accuracy %)",
+    "appK": "App. K: FLOPs of scoring and of the Table 1 placements (analytic) and measured seconds",
+}
+
+
+def build_table(name: str, context: Mapping, inputs: Mapping) -> pd.DataFrame:
+    """The table ``name`` from the job's input files (see workflow/rules/tables.smk)."""
+    exp = context["experiments"]
+    if name == "table1":
+        return table1(load_runs(inputs["table1"]), exp["table1"]["datasets"])
+    if name == "table3":
+        datasets = [d for d in exp["fig3"]["datasets"] if d in exp["fig1"]["datasets"]]
+        return table3(load_runs(inputs["fig1"]), load_runs(inputs["fig3"]), datasets)
+    if name == "table4":
+        return table4(load_runs(inputs["fig3"]), read_json(inputs["scores"]), context["scores"]["dataset"])
+    if name == "table5":
+        dataset = exp["table5"]["dataset"]
+        blocks = context["models"][context["datasets"][dataset]["model"]]["blocks"]
+        return table5(load_runs(inputs["table5"]), exp["table5"]["ranks"], blocks)
+    if name == "table7":
+        return table7(load_runs(inputs["table7"]), load_runs(inputs["table1"]), exp["table7"]["dataset"],
+                      exp["table7"]["n"])
+    if name == "table8":
+        return table8(load_runs(inputs["table8"]), load_runs(inputs["table1"]), exp["table8"]["datasets"])
+    if name == "appK":
+        models = {info["model"]: info for info in map(read_json, inputs["models"])}
+        batch_sizes = {d: e["batch_size"] for d, e in context["datasets"].items()}
+        return appk_table([read_json(p) for p in inputs["scores"]], models, load_runs(inputs["table1"]), batch_sizes)
+    raise ValueError(f"unknown table {name!r}")
+
+
+def write_table(spec: Mapping, inputs: Mapping, outputs: Mapping) -> pd.DataFrame:
+    frame = build_table(spec["name"], spec["context"], inputs)
+    write_frame(frame, outputs["csv"], outputs["md"], TABLE_TITLES[spec["name"]])
+    return frame

@@ -1,0 +1,397 @@
+"""The jobs of the Snakemake workflow: ``python -m adapter_placement.pipeline <command> JOB_JSON``.
+
+Each rule hands its job to one command as a JSON object (its ``params.job``): what to compute
+(``spec``, a pure function of the config, see ``experiments``), the paths of its ``input`` and its
+``output``. The commands do the I/O; the logic is in ``experiments`` (what runs), ``train``,
+``scores``, ``gga``, ``analysis`` (tables), ``figures`` and ``report``.
+
+========================  ===================================================================
+command                   job
+========================  ===================================================================
+``prepare-data``          build (embedded) or download (tfds) a dataset, record its splits
+``model-info``            load a model once: blocks, width, heads, parameters (App. K)
+``pretrain``              pre-train the embedded ViT (``adapter_placement.pretrain``)
+``train-batch``           train a batch of runs or lr trials, one after the other
+``select-lr``             the lr (and steps) with the best mean validation accuracy
+``scores``                head pre-training, then every score function of every edge
+``select-placements``     GGA and top-k placements from the scores
+``best-placement``        the best single edge (Fig. 3) or random placement (Table 1)
+``table`` / ``figure``    one table (CSV + Markdown) / one figure (PNG + PDF + its data CSV)
+``report``                results/REPORT.md
+========================  ===================================================================
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from . import atomic
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def read_json(path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def set_threads(threads: Optional[int]) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+# ---------------------------------------------------------------- data and models
+
+def prepare_data(job: Mapping) -> dict:
+    """Embedded tasks are built (a second) and described; tfds datasets are downloaded and
+    prepared once (``data.prepare_tfds_dataset``), which needs network."""
+    from .data import EMBEDDED_TASKS, load_task, prepare_tfds_dataset
+
+    spec = job["spec"]
+    if spec["task"] in EMBEDDED_TASKS:
+        task = load_task(spec["task"], seed=spec["data_seed"], sizes=spec.get("sizes"))
+        info = {"task": spec["task"], "kind": "embedded", "modality": task.modality,
+                "num_classes": task.num_classes, "split_sizes": task.split_sizes,
+                "stands_in_for": EMBEDDED_TASKS[spec["task"]].stands_in_for}
+    else:
+        folder = prepare_tfds_dataset(spec["task"], spec.get("data_dir"))
+        info = {"task": spec["task"], "kind": "tfds", "prepared_at": str(folder)}
+    info["dataset"] = spec["dataset"]
+    atomic.write_json(job["output"]["info"], info)
+    return info
+
+
+def model_info(job: Mapping) -> dict:
+    """Load the model once (a hub model missing from the cache is downloaded when the job says
+    so), check its depth against the config, and record what App. K's FLOP counts need."""
+    from .backbones import describe
+    from .models import download, load_model
+
+    spec = job["spec"]
+    try:
+        loaded = load_model(spec["spec"], 2)
+    except FileNotFoundError:
+        if not spec.get("download") or not spec["spec"].startswith(("timm/", "hf/")):
+            raise
+        download(spec["spec"])
+        loaded = load_model(spec["spec"], 2)
+    backbone = describe(loaded.model)
+    if backbone.num_layers != spec["blocks"]:
+        raise ValueError(f"models.{spec['model']}.blocks is {spec['blocks']} but {spec['spec']!r} has "
+                         f"{backbone.num_layers} blocks: fix the config")
+    info = {"model": spec["model"], "spec": spec["spec"], "modality": loaded.modality,
+            "blocks": backbone.num_layers, "num_nodes": backbone.num_nodes, "hidden_size": backbone.hidden_size,
+            "parameters": sum(p.numel() for p in loaded.model.parameters()), **_shape_of(loaded)}
+    atomic.write_json(job["output"]["info"], info)
+    return info
+
+
+def _shape_of(loaded) -> dict:
+    """Heads, feed-forward width and (vision) tokens per example, for the FLOP formulas of App. K."""
+    model = loaded.model
+    if loaded.modality == "vision":
+        block = model.blocks[0]
+        return {"heads": block.attn.num_heads, "ffn_size": block.mlp.fc1.out_features,
+                "tokens": model.patch_embed.num_patches + model.num_prefix_tokens}
+    config = model.config
+    return {"heads": config.num_attention_heads, "ffn_size": config.intermediate_size, "tokens": None}
+
+
+def pretrain(job: Mapping) -> dict:
+    """Pre-train the embedded ViT, save it where the model spec points, log it in MLflow."""
+    from .pretrain import DEFAULT_VIT_KWARGS, PretrainConfig, pretrain_vit, save_pretrained_vit
+    from .tracking import tracked_run
+
+    set_threads(job.get("threads"))
+    spec = job["spec"]
+    config = PretrainConfig(**spec["pretrain"])
+    out = job["output"]["weights"]
+    with tracked_run("pretrain", run_key=out, params={"out": out, **spec["pretrain"]},
+                     tags={"experiment": "pretrain", "cell": f"pretrain/{spec['model']}"}, uri=spec["tracking_uri"]) as run:
+        model, summary = pretrain_vit(config, log=log, log_every=max(1, config.steps // 10))
+        for step, loss in enumerate(summary["losses"]):
+            if step % 10 == 0:
+                run.log_metrics({"train_loss": loss}, step=step)
+        run.log_metrics({"source_heldout_accuracy": summary["source_heldout_accuracy"]}, step=config.steps)
+        summary.pop("losses")
+        summary["mlflow_run_id"] = run.run_id
+        save_pretrained_vit(model, out, DEFAULT_VIT_KWARGS, summary)
+    return summary
+
+
+# ---------------------------------------------------------------- training
+
+def train_batch(job: Mapping) -> dict:
+    """Train the runs (or lr trials) of one job, one after the other in this process, and write
+    the batch JSON: each run's key, folder, edges, lr, steps and metrics. A finished run is not
+    redone (``train`` returns its metrics); a run whose loss diverges is recorded as such."""
+    set_threads(job.get("threads"))
+    items = job["spec"]["items"]
+    results = []
+    for k, item in enumerate(items, 1):
+        started = time.perf_counter()
+        result = train_item(item)
+        status = result["status"]
+        accuracy = result["metrics"].get("test_accuracy", result["metrics"].get("val_accuracy"))
+        log(f"run {k}/{len(items)} {item['folder']}: {status}, accuracy {accuracy}, "
+            f"{time.perf_counter() - started:.1f}s")
+        results.append(result)
+    batch = {"items": results}
+    atomic.write_json(job["output"]["batch"], batch)
+    return batch
+
+
+def train_item(item: Mapping) -> dict:
+    """One run: resolve its edges (and lr, steps from the selection), then ``train``."""
+    from .experiments import placement_edges
+    from .train import NonFiniteLossError, TrainConfig, train
+
+    fields = dict(item["fields"])
+    derived = read_json(item["derived_file"]) if item.get("derived_file") else None
+    edges = placement_edges(item["placement"], item["num_nodes"], derived)
+    if item.get("lr_file"):
+        chosen = read_json(item["lr_file"])
+        fields.update(lr=chosen["lr"], steps=chosen["steps"])
+    cfg = TrainConfig(edges=edges, **fields)
+    record = {"key": item["key"], "folder": item["folder"], "edges": [list(e) for e in edges],
+              "lr": cfg.lr, "steps": cfg.steps}
+    try:
+        metrics = train(cfg, item["folder"])
+    except NonFiniteLossError as error:
+        return {**record, "status": "diverged", "error": str(error), "metrics": {}}
+    metrics = {k: v for k, v in metrics.items() if k != "config"}
+    return {**record, "status": "finished", "metrics": metrics}
+
+
+def select_lr(job: Mapping) -> dict:
+    """The candidate with the best validation accuracy averaged over seeds (ties: the smaller lr,
+    then fewer steps); a diverged trial counts as accuracy 0. A grid of one needs no trial."""
+    spec = job["spec"]
+    trials = [r for path in job["input"].get("batches", []) for r in read_json(path)["items"]
+              if r["key"]["family"] == spec["family"]]
+    if not trials:
+        (lr, steps), = spec["grid"]
+        choice = {"lr": lr, "steps": steps, "candidates": [], "note": "single candidate: no trial needed"}
+    else:
+        by_candidate: dict[tuple, list] = {}
+        for trial in trials:
+            key = (trial["key"]["lr"], trial["key"]["steps"])
+            by_candidate.setdefault(key, []).append(trial)
+        candidates = [{"lr": lr, "steps": steps,
+                       "val_accuracy": statistics.fmean(t["metrics"].get("val_accuracy", 0.0) for t in ts),
+                       "seeds": [t["key"]["seed"] for t in ts],
+                       "diverged": sum(t["status"] == "diverged" for t in ts),
+                       "run_ids": [t["metrics"].get("mlflow_run_id") for t in ts]}
+                      for (lr, steps), ts in sorted(by_candidate.items())]
+        best = max(candidates, key=lambda c: (c["val_accuracy"], -c["lr"], -c["steps"]))
+        choice = {"lr": best["lr"], "steps": best["steps"], "candidates": candidates}
+    choice.update(dataset=spec["dataset"], model=spec["model"], family=spec["family"])
+    atomic.write_json(job["output"]["choice"], choice)
+    return choice
+
+
+# ---------------------------------------------------------------- scores and placements
+
+def compute_scores(job: Mapping) -> dict:
+    """For each head pre-training length (``default``: ``head_fraction`` of the run's selected steps,
+    App. A.4; then the Fig. 13 grid): train the classifier head alone from its initial state, then
+    take the gradient of a zero linear adapter on every edge from ``score_examples`` training
+    examples and reduce it by every score function (and srank at every eta). One MLflow run of the
+    experiment "scores" per dataset and model."""
+    import copy
+
+    import torch
+
+    from .backbones import describe
+    from .data import load_task
+    from .models import load_model
+    from .tracking import tracked_run
+    from .train import num_classes_of
+
+    set_threads(job.get("threads"))
+    spec = job["spec"]
+    head_lr = read_json(job["input"]["head_lr"])["lr"]
+    run_steps = read_json(job["input"]["run_steps"])["steps"]
+    lengths = {"default": max(1, round(spec["head_fraction"] * run_steps)),
+               **{str(n): int(n) for n in spec["head_steps_grid"]}}
+    torch.manual_seed(0)
+    loaded = load_model(spec["model_spec"], num_classes_of(spec["task"]))
+    task = load_task(spec["task"], seed=spec["data_seed"], data_dir=spec.get("data_dir"), tokenizer=loaded.tokenizer,
+                     data_config=loaded.data_config, sizes=spec.get("sizes"))
+    head = describe(loaded.model).head
+    initial_head = copy.deepcopy(head.state_dict())
+    batches, tokens = _score_batches(task, spec["score_examples"])
+    out = job["output"]["scores"]
+    heads = {}
+    with tracked_run("scores", run_key=out, params={**spec, "head_lr": head_lr, "head_lengths": lengths},
+                     tags={"experiment": "scores", "cell": f"scores/{spec['dataset']}/{spec['model']}"},
+                     uri=spec["tracking_uri"]) as run:
+        for name, steps in lengths.items():
+            head.load_state_dict(initial_head)
+            heads[name] = score_after_head(loaded, task, batches, steps, head_lr, spec)
+            run.log_metrics({f"{k}_seconds": v for k, v in heads[name]["seconds"].items()}, step=steps)
+            log(f"scores after {steps} head steps ({name}): {heads[name]['seconds']}")
+        run.log_json("scores.json", heads)
+        result = {"dataset": spec["dataset"], "model": spec["model"], "head_lr": head_lr, "heads": heads,
+                  "examples": sum(len(t) for _, t in batches), "tokens_per_example": tokens,
+                  "num_nodes": len(heads["default"]["scores"]["srank"]), "mlflow_run_id": run.run_id}
+    atomic.write_json(out, result)
+    return result
+
+
+def score_after_head(loaded, task, batches, head_steps: int, head_lr: float, spec: Mapping) -> dict:
+    """Train the head for ``head_steps`` (seeded), then every score of every edge."""
+    import torch
+
+    from .scores import edge_gradients, train_head
+
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    optimizer = "adamw" if loaded.modality == "text" else "sgd"
+    losses = train_head(loaded.model, _Batches(task, spec["batch_size"]), head_steps, lr=head_lr, optimizer=optimizer)
+    head_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    grads = edge_gradients(loaded.model, batches)
+    gradient_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    matrices, srank_by_eta = all_scores(grads, spec["functions"], spec["eta"], spec["etas"])
+    return {"head_steps": head_steps, "head_losses": losses, "eta": spec["eta"], "scores": matrices,
+            "srank_by_eta": srank_by_eta, "hidden_size": grads.shape[-1],
+            "seconds": {"head": head_seconds, "gradients": gradient_seconds,
+                        "reduce": time.perf_counter() - started}}
+
+
+def all_scores(grads, functions: list[str], eta: float, etas: list[float]) -> tuple[dict, dict]:
+    """Every score function (srank at ``eta``) and srank at every eta of ``etas``, as (n, n) lists.
+    The same numbers as ``scores.score_matrix`` for each, with one SVD per edge instead of one per
+    (function, eta): a row of edges at a time, to bound the SVD workspace."""
+    import torch
+
+    from .scores import SCORE_FUNCTIONS, apply_score, check_score_args, srank
+
+    for fn in functions:
+        check_score_args(fn, eta)
+    by_fn: dict[str, list] = {fn: [] for fn in functions}
+    by_eta: dict[str, list] = {f"{e:g}": [] for e in etas}
+    for row in grads:
+        singular = torch.linalg.svdvals(row.double())
+        from_svd = {"srank": lambda: srank(singular, eta), "spectral": lambda: singular[..., 0],
+                    "nuclear": lambda: singular.sum(-1)}
+        for fn in functions:
+            by_fn[fn].append(from_svd[fn]() if fn in from_svd else apply_score(row, fn, eta))
+        for e in etas:
+            by_eta[f"{e:g}"].append(srank(singular, e))
+    assert set(functions) <= set(SCORE_FUNCTIONS)
+    stack = lambda rows: torch.stack(rows).cpu().tolist()  # noqa: E731
+    return {fn: stack(rows) for fn, rows in by_fn.items()}, {e: stack(rows) for e, rows in by_eta.items()}
+
+
+class _Batches:
+    """Shuffled training batches, a fresh pass (and order) each time it is iterated: what
+    ``train_head`` cycles over, without holding a paper-scale split in memory."""
+
+    def __init__(self, task, batch_size: int):
+        self.task, self.batch_size, self.epoch = task, batch_size, 0
+
+    def __iter__(self):
+        self.epoch += 1
+        return iter(self.task.batches("train", self.batch_size, shuffle=True, seed=self.epoch, drop_last=True))
+
+
+def _score_batches(task, examples: int, chunk: int = 64):
+    """The first ``examples`` training examples of a fixed shuffle, in chunks (memory), and the
+    tokens per example (ViT: patches + class token; text: the padded length)."""
+    import torch
+
+    from .data import index_inputs
+
+    inputs, labels = next(iter(task.batches("train", examples, shuffle=True, seed=1)))
+    chunks = [(index_inputs(inputs, torch.arange(s, min(s + chunk, len(labels)))), labels[s:s + chunk])
+              for s in range(0, len(labels), chunk)]
+    tokens = inputs["input_ids"].shape[1] if isinstance(inputs, dict) else None
+    return chunks, tokens
+
+
+def select_placements(job: Mapping) -> dict:
+    """GGA / top-k placements from the default scores (srank at the config's eta)."""
+    from .gga import gga_select
+
+    spec = job["spec"]
+    scores = read_json(job["input"]["scores"])["heads"]["default"]["scores"]["srank"]
+    chosen = {name: [list(e) for e in gga_select(scores, count, gamma)]
+              for name, (count, gamma) in spec["names"].items()}
+    atomic.write_json(job["output"]["placements"], chosen)
+    return chosen
+
+
+def best_placement(job: Mapping) -> dict:
+    """The best single edge of a dataset's Fig. 3 grid, or its best random placement of Table 1,
+    by mean test accuracy over seeds (the paper picks the maximum of test accuracy)."""
+    from .analysis import load_runs
+
+    spec = job["spec"]
+    runs = load_runs(job["input"]["batches"])
+    runs = runs[runs.placement.str.match(spec["pattern"]) & (runs.variant == spec["variant"])]
+    means = runs.groupby("placement").test_accuracy.mean().sort_index()
+    if means.empty:
+        raise ValueError(f"no finished runs match {spec['pattern']!r} for {spec['name']}")
+    best = means.idxmax()
+    edges = runs[runs.placement == best].edges.iloc[0]
+    chosen = {spec["name"]: edges, "source": best, "test_accuracy": float(means[best])}
+    atomic.write_json(job["output"]["placement"], chosen)
+    return chosen
+
+
+# ---------------------------------------------------------------- tables, figures, report
+
+def make_table(job: Mapping) -> None:
+    from . import analysis
+
+    analysis.write_table(job["spec"], job["input"], job["output"])
+
+
+def make_figure(job: Mapping) -> None:
+    from . import figures
+
+    figures.write_figure(job["spec"], job["input"], job["output"])
+
+
+def make_report(job: Mapping) -> None:
+    from . import report
+
+    report.write_report(job["spec"], job["input"], job["output"])
+
+
+COMMANDS = {
+    "prepare-data": prepare_data, "model-info": model_info, "pretrain": pretrain, "train-batch": train_batch,
+    "select-lr": select_lr, "scores": compute_scores, "select-placements": select_placements,
+    "best-placement": best_placement, "table": make_table, "figure": make_figure, "report": make_report,
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adapter_placement.pipeline",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("job", help="the job as JSON: {spec, input, output, threads} (the rule's params.job)")
+    args = parser.parse_args(argv)
+    job = json.loads(args.job)
+    started = time.perf_counter()
+    COMMANDS[args.command](job)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    log(f"{args.command} done in {time.perf_counter() - started:.1f}s "
+        f"(process CPU {usage.ru_utime + usage.ru_stime:.1f}s, imports included)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

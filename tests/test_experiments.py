@@ -1,0 +1,174 @@
+"""The pipeline's planning (pure functions of the config), placement names, config checks, the
+App. K FLOP formulas and the lr selection: fast, no training."""
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adapter_placement import experiments as X
+from adapter_placement import placements
+from adapter_placement.analysis import forward_flops
+from adapter_placement.data import known_tasks
+from adapter_placement.pipeline import select_lr
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(name):
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return load("config/paper.yaml")
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return load("config.yaml")
+
+
+def test_paper_plans_have_the_papers_run_counts(paper):
+    assert len(X.plan(paper, "fig1")) == 7 * 24 * 3
+    assert len(X.plan(paper, "fig3")) == 7 * 81 * 3 == 1701
+    assert len(X.plan(paper, "table1")) == 7 * 104 * 3
+    assert len(X.plan(paper, "fig6c")) == 4 * 3 * 2
+    assert len(X.plan(paper, "fig6ab")) == 2 * 5 * 5 * 3
+    # one job per run at paper scale
+    assert len(X.training_batches(paper, "table1")) == 7 * 104 * 3
+
+
+def test_batches_partition_the_plan(embedded):
+    k = embedded["runs_per_job"]
+    for experiment in X.TRAINING_EXPERIMENTS:
+        for dataset in X.experiment_datasets(embedded, experiment):
+            runs = list(X.plan_dataset(embedded, experiment, dataset))
+            count = X.num_batches(len(runs), k)
+            joined = [r for b in range(count) for r in X.batch_of(runs, b, k)]
+            assert joined == runs and all(len(X.batch_of(runs, b, k)) <= k for b in range(count))
+    with pytest.raises(ValueError, match="does not exist"):
+        X.batch_of([1, 2, 3], 2, 2)
+
+
+def test_run_folders_and_cells_are_unique(paper):
+    for experiment in X.TRAINING_EXPERIMENTS:
+        runs = X.plan(paper, experiment)
+        assert len({r.folder("results") for r in runs}) == len(runs)
+        assert len({r.cell for r in runs}) == len(runs) // len(paper["seeds"])
+
+
+@pytest.mark.parametrize("name, n, expected", [
+    ("parallel_7", 25, [(6, 7)]),
+    ("edge_24_6", 25, [(24, 6)]),
+    ("parallel_all", 13, [(k - 1, k) for k in range(1, 13)]),
+    ("sequential_all", 13, [(k, k) for k in range(1, 13)]),
+    ("ffn_parallel", 13, [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12)]),
+    ("first_3", 25, [(0, 1), (1, 2), (2, 3)]),
+    ("last_2", 25, [(22, 23), (23, 24)]),
+    ("spread_3", 13, [(0, 1), (4, 5), (8, 9)]),
+    ("spread_1", 25, [(0, 1)]),
+    ("none", 25, []),
+])
+def test_placement_names(name, n, expected):
+    assert X.placement_edges(name, n) == expected
+
+
+def test_random_placements_are_the_seeded_draws():
+    assert X.placement_edges("random24_017", 25) == placements.random(25, 24, seed=17)
+    nr = X.placement_edges("randnr12_003", 25)
+    assert len(nr) == 12 and all(i <= j for i, j in nr)
+    assert nr == X.placement_edges("randnr12_003", 25)  # deterministic
+    assert len(X.placement_edges("all_edges", 13)) == 169
+
+
+def test_derived_and_unknown_placements():
+    derived = {"gga_3": [[0, 1], [4, 2], [12, 12]]}
+    assert X.placement_edges("gga_3", 13, derived) == [(0, 1), (4, 2), (12, 12)]
+    with pytest.raises(ValueError, match="unknown placement"):
+        X.placement_edges("gga_3", 13)  # its file was not read
+    with pytest.raises(ValueError, match="unknown placement"):
+        X.placement_edges("diagonal_3", 13)
+    with pytest.raises(ValueError, match="outside the nodes"):
+        X.placement_edges("edge_3_13", 13)
+    assert X.derived_placement_file("r", "sst2", "minilm", "best_random_mnli") == "r/placements/mnli/best_random.json"
+    assert X.gga_parameters({"experiments": {"fig6ab": {"gamma": 0.6}}}, "gga_40_g0.8") == (40, 0.8)
+    assert X.gga_parameters({"experiments": {"fig6ab": {"gamma": 0.6}}}, "topk_6") == (6, 0.0)
+
+
+def test_every_planned_placement_resolves(paper, embedded):
+    for config in (paper, embedded):
+        for experiment in X.TRAINING_EXPERIMENTS:
+            for run in X.plan(config, experiment):
+                assert X.is_known_placement(run.placement), run
+                if X.derived_placement_file("r", run.dataset, run.model, run.placement) is None:
+                    X.placement_edges(run.placement, X.num_nodes(config, run.model))
+
+
+def test_lr_selection_covers_every_family_the_runs_use(paper):
+    families = set(X.lr_families(paper))
+    for experiment in X.TRAINING_EXPERIMENTS:
+        for run in X.plan(paper, experiment):
+            assert (run.dataset, run.model, run.family) in families
+    trials = X.lr_trials(paper, "svhn", "vitb", "adapters")
+    assert len(trials) == 4 * 2 * 3  # lrs x steps {500, 2000} x seeds
+    assert {t.placement for t in trials} == {"parallel_all"}
+
+
+def test_a_changed_value_changes_only_the_plans_it_affects(embedded):
+    changed = copy.deepcopy(embedded)
+    changed["experiments"]["fig9"]["activations"] = ["gelu", "relu"]
+    for experiment in X.TRAINING_EXPERIMENTS:
+        same = X.plan(changed, experiment) == X.plan(embedded, experiment)
+        assert same == (experiment != "fig9")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["datasets"]["inat18"].update(task="imagenet"), r"datasets\.inat18\.task: unknown dataset 'imagenet'"),
+    (lambda c: c["datasets"]["sst2"].update(model="roberta"), r"datasets\.sst2\.model: no model 'roberta'"),
+    (lambda c: c["models"]["minilm"].pop("spec"), r"models\.minilm: missing model"),
+    (lambda c: c["models"]["minilm"].update(spec="weights/vit.safetensors"),
+     r"models\.minilm\.spec: missing model file 'weights/vit.safetensors'"),
+    (lambda c: c["experiments"]["fig6c"].update(model="vitg"), r"experiments\.fig6c\.model: missing model 'vitg'"),
+    (lambda c: c["experiments"]["fig6ab"].update(n=[1, 3, 24]), r"experiments\.fig6ab\.n\[2\]: 24 adapters"),
+    (lambda c: c["datasets"].pop("svhn"), r"experiments\.fig1\.datasets\[3\]: unknown dataset 'svhn'"),
+])
+def test_check_config_names_the_bad_value(embedded, edit, message):
+    bad = copy.deepcopy(embedded)
+    edit(bad)
+    with pytest.raises(X.ConfigError, match=message):
+        X.check_config(bad, known_tasks(), path_exists=lambda path: False)
+
+
+def test_model_spec_of_a_pretrained_model_follows_its_settings(embedded):
+    spec = X.model_spec(embedded, "vit")
+    assert spec.startswith("results/pretrain/vit-") and spec.endswith(".safetensors")
+    other = copy.deepcopy(embedded)
+    other["models"]["vit"]["pretrain"]["steps"] += 1
+    assert X.model_spec(other, "vit") != spec
+    assert X.model_spec(embedded, "minilm") == "minilm"
+
+
+def test_forward_flops_match_app_k():
+    # App. K footnote 8: ViT-B/16 (197 tokens, d 768, 12 heads, FFN 3072, 12 blocks) ~ 34.9 GFLOPs
+    assert forward_flops(197, 768, 12, 3072, 12) / 1e9 == pytest.approx(34.9, abs=0.1)
+
+
+def test_select_lr_by_mean_val_accuracy_with_diverged_trials(tmp_path):
+    def trial(lr, seed, acc, status="finished"):
+        return {"key": {"family": "adapters", "lr": lr, "steps": 10, "seed": seed}, "status": status,
+                "metrics": {} if acc is None else {"val_accuracy": acc, "mlflow_run_id": f"id{lr}{seed}"}}
+
+    batch = tmp_path / "batch0.json"
+    items = [trial(0.1, 0, 0.9), trial(0.1, 1, None, "diverged"), trial(0.01, 0, 0.6), trial(0.01, 1, 0.6),
+             {**trial(0.001, 0, 0.99), "key": {"family": "linear_probe", "lr": 0.001, "steps": 10, "seed": 0}}]
+    batch.write_text(json.dumps({"items": items}))
+    out = tmp_path / "choice.json"
+    job = {"spec": {"dataset": "d", "model": "m", "family": "adapters", "grid": [[0.1, 10], [0.01, 10]]},
+           "input": {"batches": [str(batch)]}, "output": {"choice": str(out)}}
+    choice = select_lr(job)
+    assert (choice["lr"], choice["steps"]) == (0.01, 10)  # 0.6 beats (0.9 + 0) / 2; other families ignored
+    assert json.loads(out.read_text())["candidates"][1]["diverged"] == 1
+    single = select_lr({"spec": {**job["spec"], "grid": [[0.5, 7]]}, "input": {}, "output": {"choice": str(out)}})
+    assert (single["lr"], single["steps"], single["candidates"]) == (0.5, 7, [])

@@ -1,0 +1,185 @@
+"""The Snakemake workflow: the paper DAG's job counts (offline dry run), configs that fail before any
+job, and the whole DAG on a tiny config end to end (every output well-formed, a second run does
+nothing, a changed value reruns only what it affects)."""
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SNAKEMAKE = str(BIN / "snakemake")
+TABLES = ["table1", "table3", "table4", "table5", "table7", "table8", "appK"]
+FIGURES = ["fig1", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11", "fig12", "fig13", "fig15"]
+TABLE_COLUMNS = {
+    "table1": {"method", "dataset", "mean", "std", "seeds", "placement", "run_ids"},
+    "table3": {"adapter_type", "dataset", "mean", "std", "edge", "run_ids"},
+    "table4": {"function", "paper_name", "test_accuracy_spearman", "train_loss_spearman"},
+    "table5": {"rank", "single_rank", "all_parallel_ffn_mean", "single_best_mean", "single_edge", "run_ids"},
+    "table7": {"method", "accuracy_mean", "accuracy_std", "n_adapters", "run_ids"},
+    "table8": {"dataset", "tailored_mean", "transfer_mean", "delta", "run_ids"},
+    "appK": {"dataset", "model", "item", "gflops", "measured_seconds"},
+}
+
+
+def snakemake(workdir, *args, configfile=None, timeout=1800):
+    """Run the workflow in ``workdir`` (its own .snakemake, results and figures); returns the result."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    command = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(workdir)]
+    if configfile:
+        command += ["--configfile", str(configfile)]
+    return subprocess.run(command + list(args), capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The dry run's "Job stats" table: rule -> number of jobs."""
+    block = output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in block.splitlines()[3:]:
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not match:
+            break
+        counts[match.group(1)] = int(match.group(2))
+    counts.pop("total", None)
+    return counts
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_paper_dag_builds_offline_with_the_papers_job_counts(tmp_path):
+    result = snakemake(tmp_path, "-n", "--quiet", "rules", configfile=ROOT / "config/paper.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = job_counts(result.stdout + result.stderr)
+    print("paper DAG jobs per rule:", json.dumps(counts, indent=1))
+    assert counts["fig1_runs"] == 7 * 24 * 3 == 504  # Fig. 1: 2L parallel edges
+    assert counts["fig3_runs"] == 7 * 81 * 3 == 1701  # Fig. 3: the stride-3 grid
+    assert counts["table1_runs"] == 7 * 104 * 3 == 2184  # Table 1: FT, LP, PA, SA + 100 random
+    assert counts["fig6c_runs"] == 4 * 3 * 2 == 24  # Fig. 6c: 4 ranks x 3 seeds x 2 methods
+    assert not list(tmp_path.glob("results/*")), "a dry run must not write results"
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["experiments"]["fig1"]["datasets"].append("imagenet"),
+     r"'imagenet' is not one of.*On instance\['experiments'\]\['fig1'\]\['datasets'\]\[\d\]"),
+    (lambda c: c["datasets"]["inat18"].update(task="imagenet"), r"datasets\.inat18\.task: unknown dataset 'imagenet'"),
+    (lambda c: c["datasets"]["inat18"].update(rank=0), r"0 is less than the minimum of 1.*\['datasets'\]\['inat18'\]\['rank'\]"),
+    (lambda c: c["experiments"]["fig6ab"].update(gamma=1), r"maximum of 1.*\['experiments'\]\['fig6ab'\]\['gamma'\]"),
+    (lambda c: c["datasets"]["sst2"].update(model="roberta"), r"datasets\.sst2\.model: no model 'roberta'"),
+    (lambda c: c["models"]["minilm"].update(spec="weights/missing.safetensors"),
+     r"models\.minilm\.spec: missing model file 'weights/missing\.safetensors'"),
+])
+def test_bad_configs_fail_before_any_job_naming_the_value(tmp_path, edit, message):
+    """The checks the Snakefile runs first: the JSON schema (snakemake.utils.validate), then
+    check_config; called as the Snakefile calls them."""
+    from snakemake.utils import validate
+
+    from adapter_placement import experiments as X
+    from adapter_placement.data import known_tasks
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    edit(config)
+    with pytest.raises(Exception, match=re.compile(message, re.S)):
+        validate(config, str(ROOT / "workflow/schemas/config.schema.yaml"))
+        X.check_config(config, known_tasks())
+
+
+@pytest.mark.slow
+def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path):
+    config = yaml.safe_load((ROOT / "config/tiny.yaml").read_text())
+    config["experiments"]["fig6ab"]["gamma"] = 1
+    result = snakemake(tmp_path, "--cores", "1", configfile=write_config(tmp_path / "bad.yaml", config))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "['experiments']['fig6ab']['gamma']" in output and "Job stats" not in output
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The whole DAG on config/tiny.yaml, in a fresh folder."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    result = snakemake(workdir, "--cores", "2", configfile=ROOT / "config/tiny.yaml")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return workdir
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # the fixture runs the whole DAG: minutes on 2 free cores, more on a busy machine
+def test_tiny_config_writes_every_table_and_figure(tiny_run):
+    results = tiny_run / "results/tiny"
+    for table in TABLES:
+        frame = pd.read_csv(results / f"tables/{table}.csv")
+        assert TABLE_COLUMNS[table] <= set(frame.columns), table
+        assert len(frame) > 0, table
+        assert (results / f"tables/{table}.md").read_text().startswith("# ")
+    for figure in FIGURES:
+        for suffix in ("png", "pdf"):
+            path = results / f"figures/{figure}.{suffix}"
+            assert path.stat().st_size > 1000, path
+        assert len(pd.read_csv(results / f"figure_data/{figure}.csv")) > 0, figure
+    assert (results / "figures/fig1.png").read_bytes()[:4] == b"\x89PNG"
+    assert (results / "figures/fig1.pdf").read_bytes()[:4] == b"%PDF"
+    report = (results / "REPORT.md").read_text()
+    for name in TABLES + FIGURES:
+        assert f"{name}" in report, name
+    assert "## Findings" in report and ("not reproduced" in report or "reproduced" in report)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # the fixture runs the whole DAG: minutes on 2 free cores, more on a busy machine
+def test_tiny_config_runs_are_in_mlflow_with_their_table(tiny_run):
+    from adapter_placement.tracking import find_runs
+
+    uri = f"sqlite:///{tiny_run}/results/tiny/mlflow.db"
+    table1 = pd.read_csv(tiny_run / "results/tiny/tables/table1.csv")
+    runs = find_runs("table1", uri=uri)
+    ids = {r.info.run_id for r in runs}
+    cell_ids = {i for cell in table1.run_ids.dropna() for i in cell.split(";")}
+    assert cell_ids and cell_ids <= ids
+    assert {r.data.tags["experiment"] for r in runs} == {"table1"}
+    assert find_runs("fig3", uri=uri) and find_runs("lr_selection", uri=uri) and find_runs("scores", uri=uri)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # the fixture runs the whole DAG: minutes on 2 free cores, more on a busy machine
+def test_tiny_config_second_run_does_nothing(tiny_run):
+    result = snakemake(tiny_run, "-n", configfile=ROOT / "config/tiny.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # the fixture runs the whole DAG: minutes on 2 free cores, more on a busy machine
+def test_tiny_config_a_changed_value_reruns_only_its_jobs(tiny_run, tmp_path):
+    config = yaml.safe_load((ROOT / "config/tiny.yaml").read_text())
+    changed = copy.deepcopy(config)
+    changed["experiments"]["fig9"]["activations"] = ["gelu", "relu"]
+    result = snakemake(tiny_run, "-n", configfile=write_config(tmp_path / "changed.yaml", changed))
+    counts = job_counts(result.stdout + result.stderr)
+    assert set(counts) == {"fig9_runs", "figure9", "report", "all"}, counts
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # the fixture runs the whole DAG: minutes on 2 free cores, more on a busy machine
+def test_tiny_config_a_lost_batch_is_redone_alone(tiny_run):
+    batch = next((tiny_run / "results/tiny/batches/fig1").glob("*/batch0.json"))
+    batch.unlink()
+    result = snakemake(tiny_run, "-n", configfile=ROOT / "config/tiny.yaml")
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts.get("fig1_runs") == 1 and "table1_runs" not in counts and "pretrain_vit" not in counts
+    redo = snakemake(tiny_run, "--cores", "2", str(batch.relative_to(tiny_run)), configfile=ROOT / "config/tiny.yaml")
+    assert redo.returncode == 0, redo.stderr[-3000:]
+    # the runs themselves were finished: train() returns their metrics without training again
+    assert "finished" in json.dumps(json.loads(batch.read_text()))

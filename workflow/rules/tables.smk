@@ -1,0 +1,61 @@
+# Every table of DESIGN.md section 6, as CSV (full precision, with the MLflow run ids behind each cell)
+# and Markdown, in results/tables/. `snakemake table1` builds one table and only what it needs.
+
+
+def table_context(experiments, scores=False):
+    """The config parts a table or figure reads (its params: a changed value rebuilds exactly the
+    tables and figures that read it)."""
+    context = {"experiments": {e: config["experiments"][e] for e in experiments},
+               "datasets": {d: {k: e[k] for k in ("task", "model", "batch_size", "rank")}
+                            for d, e in config["datasets"].items()},
+               "models": {m: {"blocks": e["blocks"], "modality": e["modality"]} for m, e in config["models"].items()}}
+    if scores:
+        context["scores"] = config["scores"]
+    return context
+
+
+def scores_file(dataset, model=None):
+    return f"{R}/scores/{dataset}/{model or X.dataset_model(config, dataset)}.json"
+
+
+def batches(experiment, datasets=None):
+    if datasets is None:
+        return X.batch_files(config, experiment)
+    return [f for d in datasets for f in X.batch_files(config, experiment, d)]
+
+
+SCORES_DATASET = config["scores"]["dataset"]
+EXP = config["experiments"]
+
+# name: (experiments it reads, reads the scores config, its inputs)
+TABLES = {
+    "table1": (["table1"], False, lambda: {"table1": batches("table1")}),
+    "table3": (["fig1", "fig3"], False, lambda: {"fig1": batches("fig1"), "fig3": batches("fig3")}),
+    "table4": ([], True, lambda: {"fig3": batches("fig3", [SCORES_DATASET]), "scores": scores_file(SCORES_DATASET)}),
+    "table5": (["table5"], False, lambda: {"table5": batches("table5")}),
+    "table7": (["table7", "table1"], False,
+               lambda: {"table7": batches("table7"), "table1": batches("table1", [EXP["table7"]["dataset"]])}),
+    "table8": (["table8", "table1"], False,
+               lambda: {"table8": batches("table8"), "table1": batches("table1", EXP["table8"]["datasets"])}),
+    "appK": (["table1"], True,
+             lambda: {"scores": [scores_file(d, model=m) for d, m in X.score_targets(config)],
+                      "models": [f"{R}/models/{m}.json" for m in sorted({m for _, m in X.score_targets(config)})],
+                      "table1": batches("table1")}),
+}
+
+for _table, (_experiments, _scores, _inputs) in TABLES.items():
+    rule:
+        name: _table
+        input:
+            **_inputs(),
+        output:
+            csv=f"{R}/tables/{_table}.csv",
+            md=f"{R}/tables/{_table}.md",
+        log:
+            log_file(_table),
+        params:
+            **job(lambda w, name=_table, context=table_context(_experiments, _scores): {"name": name, "context": context}),
+        shell:
+            PIPELINE + " table {params.job:q} > {log} 2>&1"
+
+    TABLE_RULES.append(_table)
