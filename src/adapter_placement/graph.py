@@ -10,14 +10,14 @@ where the source is
 from __future__ import annotations
 
 from collections import defaultdict
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from .adapters import check_adapter_args, make_adapter
-from .backbones import describe, start_at_block, tap_nodes
+from .backbones import OnAdd, OnNode, describe, start_at_block, tap_nodes
 from .placements import Edge, check_edges
 
 FirstPass = Union[Mapping[int, torch.Tensor], Sequence[torch.Tensor]]
@@ -46,19 +46,63 @@ class AdapterGraph(nn.Module):
         for p in self.head_parameters():
             p.requires_grad_(True)
 
-        ref = next(model.parameters())
-        self.adapters = nn.ModuleDict({
-            _key(e): make_adapter(self.backbone.hidden_size, rank, activation, kind)
-            for e in self.edges
-        }).to(device=ref.device, dtype=ref.dtype)
+        self.adapters = nn.ModuleDict({_key(e): self._new_adapter() for e in self.edges})
+        self._probe: Optional[tuple[OnAdd, OnNode]] = None
+        self._index_edges()
+        self.train()
 
+    def _new_adapter(self) -> nn.Module:
+        ref = next(self.model.parameters())
+        adapter = make_adapter(self.backbone.hidden_size, self.rank, self.activation, self.kind)
+        return adapter.to(device=ref.device, dtype=ref.dtype)
+
+    def _index_edges(self) -> None:
         self._incoming: dict[int, list[Edge]] = defaultdict(list)
         for e in self.edges:
             self._incoming[e.j].append(e)
         self._current_sources = {e.i for e in self.edges if e.i < e.j}
         self.recurrent_sources = sorted({e.i for e in self.edges if e.i > e.j})
         self.prefix_node = frozen_prefix_node(self.edges, self.num_nodes)
-        self.train()
+
+    def add_edges(self, edges: Iterable[tuple[int, int]]) -> list[Edge]:
+        """Put fresh adapters (zero output, so the function is unchanged) on new ``edges``.
+
+        For searches that change the placement while training; an optimiser built before does
+        not hold the new parameters."""
+        added = check_edges(edges, self.num_nodes)
+        taken = [e for e in added if e in self.edges]
+        if taken:
+            raise ValueError(f"edges {taken} already hold adapters")
+        for e in added:
+            self.adapters[_key(e)] = self._new_adapter().train(self.training)
+        self.edges = self.edges + added
+        self._index_edges()
+        return added
+
+    def remove_edges(self, edges: Iterable[tuple[int, int]]) -> list[Edge]:
+        """Take the adapters off ``edges`` (their parameters leave the graph)."""
+        removed = check_edges(edges, self.num_nodes)
+        missing = [e for e in removed if e not in self.edges]
+        if missing:
+            raise ValueError(f"no adapters on edges {missing}; edges: {self.edges}")
+        for e in removed:
+            del self.adapters[_key(e)]
+        self.edges = [e for e in self.edges if e not in removed]
+        self._index_edges()
+        return removed
+
+    @contextmanager
+    def probe(self, on_add: OnAdd, on_node: OnNode) -> Iterator[None]:
+        """Watch every node and add extra values during the forwards run inside the block.
+
+        ``on_node(j, x_j)`` sees node j of the current pass (adapters included); ``on_add(j, pre)``
+        may return a tensor added at node j next to the adapters, ``pre()`` being z_j. Scores of a
+        graph with trained adapters use it (``scores.edge_gradients``)."""
+        self._probe = (on_add, on_node)
+        try:
+            yield
+        finally:
+            self._probe = None
 
     def adapter(self, i: int, j: int) -> nn.Module:
         """The adapter on edge (i, j); calling it on a source tensor gives what it adds."""
@@ -108,9 +152,13 @@ class AdapterGraph(nn.Module):
             first_pass = self.compute_first_pass(*args, **kwargs)
         current: dict[int, torch.Tensor] = {}
 
+        probe_add, probe_node = self._probe or (None, None)
+
         def on_node(j, x):
             if j in self._current_sources:
                 current[j] = x
+            if probe_node is not None:
+                probe_node(j, x)
 
         def on_add(j, pre):
             total = None
@@ -123,6 +171,9 @@ class AdapterGraph(nn.Module):
                     source = current[e.i]
                 out = self.adapters[_key(e)](source)
                 total = out if total is None else total + out
+            extra = None if probe_add is None else probe_add(j, pre)
+            if extra is not None:
+                total = extra if total is None else total + extra
             return total
 
         skip = (nullcontext() if prefix is None

@@ -9,13 +9,14 @@ one number per edge.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Sequence, Union
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .backbones import call_model, describe, logits_of, tap_nodes
+from .graph import AdapterGraph
 
 SCORE_FUNCTIONS = ("srank", "frobenius", "spectral", "nuclear", "min_col", "max_col")
 
@@ -73,7 +74,13 @@ def edge_gradients(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cr
     One forward and one backward pass of the plain backbone per batch; batches are weighted by
     their number of examples, so splitting a batch of 512 into 8 of 64 gives the same result.
     Memory: n^2 d^2 floats for the result (1.5 GB for ViT-B/16) plus one batch's activations.
+
+    ``model`` may also be an ``AdapterGraph`` whose adapters are trained: the gradients are then
+    those of a zero linear adapter added to that graph, next to its adapters (one more forward
+    of the plain backbone per batch gives the recurrent sources).
     """
+    if isinstance(model, AdapterGraph):
+        return _graph_edge_gradients(model, batches, loss_fn)
     backbone = describe(model)
     n, d = backbone.num_nodes, backbone.hidden_size
     was_training = model.training
@@ -123,29 +130,88 @@ def _capture_batch(backbone, inputs, targets, loss_fn):
 
 
 def _add_outer_products(total: torch.Tensor, xs: torch.Tensor, zs: torch.Tensor, gs: torch.Tensor,
-                        weight: float) -> None:
+                        weight: float, first: Optional[torch.Tensor] = None) -> None:
     """``total[i, j] += weight * X_i^T G_j`` for every (i, j), one source row at a time so that
-    the workspace is one row (n d^2); the sequential edge (i, i) reads z_i instead of x_i."""
+    the workspace is one row (n d^2); the sequential edge (i, i) reads z_i instead of x_i, and
+    recurrent edges (i > j) read ``first[i]`` (the first pass) when it is given."""
     n, tokens, d = gs.shape
     g_all = gs.permute(1, 0, 2).reshape(tokens, n * d)  # every G_j side by side
     for i in range(n):
         row = (xs[i].T @ g_all).view(d, n, d).transpose(0, 1)
+        if first is not None and i > 0:
+            row[:i] = (first[i].T @ g_all[:, :i * d]).view(d, i, d).transpose(0, 1)
         row[i] = zs[i].T @ gs[i]
         total[i].add_(row, alpha=weight)
+
+
+def _graph_edge_gradients(graph: AdapterGraph, batches: Iterable, loss_fn: Callable) -> torch.Tensor:
+    """``edge_gradients`` on a graph with adapters: the zero adapters are added through its probe."""
+    n, d = graph.num_nodes, graph.backbone.hidden_size
+    was_training = graph.training
+    flags = {p: p.requires_grad for p in graph.parameters()}
+    graph.eval()
+    for p in graph.parameters():
+        p.requires_grad_(False)
+    total, examples = None, 0
+    try:
+        for inputs, targets in batches:
+            xs, zs, fs, gs = _capture_graph_batch(graph, inputs, targets, loss_fn)
+            if total is None:
+                total = torch.zeros(n, n, d, d, dtype=gs.dtype, device=gs.device)
+            _add_outer_products(total, xs, zs, gs, weight=len(targets), first=fs)
+            examples += len(targets)
+            del xs, zs, fs, gs
+    finally:
+        graph.train(was_training)
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+    if total is None:
+        raise ValueError("batches is empty: no data to score the edges on")
+    return total.div_(examples)
+
+
+def _capture_graph_batch(graph: AdapterGraph, inputs, targets, loss_fn):
+    """Like ``_capture_batch`` on the graph's pass, plus the first pass (None when the graph has no
+    adapters: its pass is then the first pass)."""
+    nodes, pre_values, deltas = {}, {}, {}
+
+    def on_add(j, pre):
+        pre_values[j] = pre().detach()
+        deltas[j] = torch.zeros_like(pre_values[j], requires_grad=True)
+        return deltas[j]
+
+    def on_node(j, x):
+        nodes[j] = x.detach()
+
+    order = range(graph.num_nodes)
+    first = None
+    if graph.edges:
+        kwargs = inputs if isinstance(inputs, dict) else {}
+        args = () if isinstance(inputs, dict) else (inputs,)
+        first = graph.compute_first_pass(*args, nodes=order, **kwargs)
+    with torch.enable_grad(), graph.probe(on_add, on_node):
+        loss = loss_fn(logits_of(call_model(graph, inputs, first_pass=first)), targets)
+    grads = torch.autograd.grad(loss, [deltas[j] for j in order])
+    d = graph.backbone.hidden_size
+    flat = lambda ts: torch.stack([t.reshape(-1, d) for t in ts]).float()  # noqa: E731
+    fs = None if first is None else flat(first[i] for i in order)
+    return flat(nodes[i] for i in order), flat(pre_values[i] for i in order), fs, flat(grads)
 
 
 def score_edges(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_entropy,
                 fn: Union[str, Sequence[str]] = "srank", eta: float = 0.01):
     """The (n, n) matrix of scores ``f(E[dL/dW_ij])`` of all edges, indexed ``[i, j]``.
 
-    ``model`` is the plain timm / Hugging Face model (train its head first: ``train_head``);
+    ``model`` is the plain timm / Hugging Face model (train its head first: ``train_head``), or an
+    ``AdapterGraph`` whose adapters are already trained (see ``edge_gradients``);
     ``batches`` yields ``(inputs, targets)``, inputs a tensor or a dict of keyword arguments.
     With a sequence of function names, returns a dict name -> matrix from the same gradients.
     """
     names = [fn] if isinstance(fn, str) else list(fn)
     for name in names:
         check_score_args(name, eta)
-    describe(model)  # an unsupported model fails here, before any work
+    if not isinstance(model, AdapterGraph):
+        describe(model)  # an unsupported model fails here, before any work
     grads = edge_gradients(model, batches, loss_fn)
     scores = {name: score_matrix(grads, name, eta) for name in names}
     return scores[fn] if isinstance(fn, str) else scores
