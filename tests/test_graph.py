@@ -133,8 +133,9 @@ def test_graph_properties_and_adapter_call(vit):
 
 
 @pytest.mark.parametrize("family", ["vit", "bert", "roberta"])
-@pytest.mark.parametrize("edges, node", [([(3, 5), (6, 4)], 2), ([(5, 6)], 4), ([(2, 2), (1, 4)], 0), ([(2, 5)], 2),
-                                         ([(0, 4)], 0), ([(4, 0)], None)])
+@pytest.mark.parametrize("edges, node", [([(3, 5), (6, 4)], 2), ([(5, 6)], 4), ([(2, 2), (1, 4)], 0), ([(2, 5)], 4),
+                                         ([(0, 4)], 2), ([(1, 6), (4, 3)], 2), ([(5, 3), (5, 6)], 2),
+                                         ([(4, 0)], None)])
 def test_skipping_the_frozen_prefix_gives_the_same_output(family, edges, node, images, text_batch):
     model = small_vit() if family == "vit" else small_text_model(family)
     args, kwargs = ((images,), {}) if family == "vit" else ((), text_batch)
@@ -145,7 +146,9 @@ def test_skipping_the_frozen_prefix_gives_the_same_output(family, edges, node, i
         with pytest.raises(ValueError, match="node 0"):
             graph(*args, prefix=torch.zeros(1), **kwargs)
         return
-    cached = graph.compute_first_pass(*args, nodes=[node] + graph.recurrent_sources, **kwargs)
+    # sources before the prefix come from the first pass; node 5 of [(5, 3), (5, 6)] must not
+    # (an adapter changes it): the uncached pass is the reference for both
+    cached = graph.compute_first_pass(*args, nodes=[node] + graph.first_pass_sources(prefix=True), **kwargs)
     logits = lambda out: out if torch.is_tensor(out) else out.logits  # noqa: E731
     with torch.no_grad():
         full = logits(graph(*args, **kwargs))
@@ -155,3 +158,19 @@ def test_skipping_the_frozen_prefix_gives_the_same_output(family, edges, node, i
     torch.testing.assert_close(skipped, full, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(wrong, full, atol=1e-3)
     assert len(graph.backbone.model.base_model.encoder.layer if family != "vit" else model.blocks) == 3
+
+
+def test_the_first_pass_stops_after_the_last_wanted_node(vit, images):
+    graph = AdapterGraph(vit, [(6, 1)], rank=2)
+    calls = []
+    handles = [block.register_forward_hook(lambda *_, b=b: calls.append(b)) for b, block in enumerate(vit.blocks)]
+    try:
+        early = graph.compute_first_pass(images, nodes=[2])
+        assert calls == [0]  # node 2 is block 1's input: blocks 1 and 2 never run
+        calls.clear()
+        late = graph.compute_first_pass(images, nodes=[2, 6])
+        assert calls == [0, 1, 2]
+    finally:
+        for handle in handles:
+            handle.remove()
+    torch.testing.assert_close(early[2], late[2], rtol=0, atol=0)

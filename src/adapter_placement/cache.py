@@ -36,7 +36,8 @@ class NodeCache:
                  batch_size: int = 256):
         self.graph, self.task, self.batch_size = graph, task, batch_size
         self.prefix_node = graph.prefix_node or None  # starting at block 0 skips nothing: no cache
-        self.nodes = sorted(set(graph.recurrent_sources) | ({self.prefix_node} - {None}))
+        self.sources = graph.first_pass_sources(prefix=self.prefix_node is not None)
+        self.nodes = sorted(set(self.sources) | ({self.prefix_node} - {None}))
         self.folder = Path(root) / model_key(model_spec) / f"{task.name}-data{data_seed}"
         self._values: dict[str, dict[int, torch.Tensor]] = {}
 
@@ -46,8 +47,8 @@ class NodeCache:
         extras = {}
         if self.prefix_node is not None:
             extras["prefix"] = values[self.prefix_node][index]
-        if self.graph.recurrent_sources:
-            extras["first_pass"] = {i: values[i][index] for i in self.graph.recurrent_sources}
+        if self.sources:
+            extras["first_pass"] = {i: values[i][index] for i in self.sources}
         return extras
 
     def values(self, split: str) -> dict[int, torch.Tensor]:

@@ -63,6 +63,14 @@ class AdapterGraph(nn.Module):
         self._current_sources = {e.i for e in self.edges if e.i < e.j}
         self.recurrent_sources = sorted({e.i for e in self.edges if e.i > e.j})
         self.prefix_node = frozen_prefix_node(self.edges, self.num_nodes)
+        # Current-pass sources before the prefix are plain-backbone values: a pass that skips the
+        # prefix reads them from the first pass (a cache), as recurrent edges do.
+        self.skipped_sources = sorted(i for i in self._current_sources if i < (self.prefix_node or 0))
+
+    def first_pass_sources(self, prefix: bool = False) -> list[int]:
+        """The nodes a forward reads from ``first_pass``: the recurrent sources, and with
+        ``prefix`` (the blocks before ``prefix_node`` skipped) the sources before it."""
+        return sorted(set(self.recurrent_sources) | (set(self.skipped_sources) if prefix else set()))
 
     def add_edges(self, edges: Iterable[tuple[int, int]]) -> list[Edge]:
         """Put fresh adapters (zero output, so the function is unchanged) on new ``edges``.
@@ -132,13 +140,20 @@ class AdapterGraph(nn.Module):
         """
         keep = set(self.recurrent_sources if nodes is None else nodes)
         values: dict[int, torch.Tensor] = {}
+        if not keep:
+            return values
 
         def on_node(j, x):
             if j in keep:
                 values[j] = x.detach()
+                if len(values) == len(keep):
+                    raise _PassDone  # the blocks after the last wanted node change nothing here
 
-        with tap_nodes(self.backbone, lambda j, pre: None, on_node):
-            self.model(*args, **kwargs)
+        try:
+            with tap_nodes(self.backbone, lambda j, pre: None, on_node):
+                self.model(*args, **kwargs)
+        except _PassDone:
+            pass
         return values
 
     def forward(self, *args, first_pass: Optional[FirstPass] = None,
@@ -148,8 +163,9 @@ class AdapterGraph(nn.Module):
         the blocks before it are then skipped, since no adapter can change them."""
         if prefix is not None and self.prefix_node is None:
             raise ValueError("an adapter touches node 0, so there is no frozen prefix to skip")
-        if self.recurrent_sources and first_pass is None:
-            first_pass = self.compute_first_pass(*args, **kwargs)
+        from_first_pass = set(self.first_pass_sources(prefix is not None))
+        if from_first_pass and first_pass is None:
+            first_pass = self.compute_first_pass(*args, nodes=from_first_pass, **kwargs)
         current: dict[int, torch.Tensor] = {}
 
         probe_add, probe_node = self._probe or (None, None)
@@ -165,7 +181,7 @@ class AdapterGraph(nn.Module):
             for e in self._incoming.get(j, ()):
                 if e.i == e.j:
                     source = pre()
-                elif e.i > e.j:
+                elif e.i > e.j or (prefix is not None and e.i < self.prefix_node):
                     source = first_pass[e.i]
                 else:
                     source = current[e.i]
@@ -186,14 +202,17 @@ def frozen_prefix_node(edges: list[Edge], num_nodes: int) -> Optional[int]:
     """The last block input (an even node) that no adapter can change, or None if that is none.
 
     Blocks before it compute the same values with or without the adapters: the first add into a
-    node j happens inside the block that starts at node 2 * ((j - 1) // 2), and a node read as a
-    source of the current pass must itself be computed.
+    node j happens inside the block that starts at node 2 * ((j - 1) // 2). Sources before it are
+    plain-backbone values too (``AdapterGraph.skipped_sources``), read from the first pass.
     """
     targets = [e.j for e in edges] or [num_nodes - 1]
     if min(targets) == 0:
         return None
-    current_sources = [e.i for e in edges if e.i < e.j] or [num_nodes - 1]
-    return min(2 * ((min(targets) - 1) // 2), 2 * (min(current_sources) // 2))
+    return 2 * ((min(targets) - 1) // 2)
+
+
+class _PassDone(Exception):
+    """Ends a first pass once every wanted node is recorded."""
 
 
 def _key(edge: Edge) -> str:
