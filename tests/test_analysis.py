@@ -78,3 +78,19 @@ def test_a_finding_is_reproduced_or_not_by_its_criterion():
     assert finding["paper"] == "on 1 of 1 datasets"
     worse = ours.assign(mean=np.where(ours.method == "extended_max", 0.0, ours["mean"]))
     assert report.finding_random_beats_parallel(worse, paper)["verdict"] == report.NOT_REPRODUCED
+
+
+def test_learnt_flags_datasets_where_nothing_left_chance():
+    from adapter_placement.report import learnt
+
+    table1 = pd.DataFrame([
+        {"method": "linear_probe", "dataset": "a", "mean": 1.2, "std": 0.1},
+        {"method": "parallel_all", "dataset": "a", "mean": 2.5, "std": 0.9},  # 1.5 above chance: noise
+        {"method": "linear_probe", "dataset": "b", "mean": 40.0, "std": 1.0},
+        {"method": "parallel_all", "dataset": "b", "mean": 60.0, "std": 12.0},  # 27.5 above, but std 12
+        {"method": "full_ft", "dataset": "b", "mean": 55.0, "std": 1.0},
+    ])
+    frame = learnt(table1, {"a": 1.0, "b": 32.5}).set_index("dataset")
+    assert frame.loc["a", "learnt"] == False  # noqa: E712
+    assert frame.loc["b", "learnt"] == True and frame.loc["b", "best"] == "parallel_all"  # noqa: E712
+    assert frame.loc["b", "full_ft"] == 55.0 and frame.loc["a", "chance"] == 1.0

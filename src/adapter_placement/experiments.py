@@ -498,6 +498,13 @@ def model_spec(config: Mapping, model: str) -> str:
     return entry["spec"]
 
 
+def chance_levels(config: Mapping) -> dict[str, float]:
+    """Test accuracy (%) of guessing the most frequent class of a balanced task: 100 / classes."""
+    from .train import num_classes_of
+
+    return {name: 100.0 / num_classes_of(entry["task"]) for name, entry in config["datasets"].items()}
+
+
 def tracking_uri(config: Mapping) -> str:
     return config.get("tracking_uri") or f"sqlite:///{config['results']}/mlflow.db"
 

@@ -369,6 +369,22 @@ def table1_side_by_side(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def learnt(table1: pd.DataFrame, chance: Mapping[str, float]) -> pd.DataFrame:
+    """Per dataset: chance level, LP / PA / FT, and whether any method clearly left chance (its
+    mean above chance by 2 points and by twice its seed std). Findings on a dataset where nothing
+    left chance compare noise; short embedded runs can end there."""
+    rows = []
+    for dataset, part in table1.groupby("dataset", sort=False):
+        level = chance.get(dataset, math.nan)
+        means = part.set_index("method")["mean"]
+        best = part.loc[part["mean"].idxmax()]
+        margin = best["mean"] - level
+        rows.append({"dataset": dataset, "chance": level, **{m: means.get(m, math.nan) for m in
+                     ("linear_probe", "parallel_all", "full_ft")}, "best": best["method"], "best_mean": best["mean"],
+                     "learnt": bool(margin > 2 and margin > 2 * best["std"]) if _finite(level) else None})
+    return pd.DataFrame(rows)
+
+
 def render(spec: Mapping, inputs: Mapping, output_path: str) -> str:
     out_dir = os.path.dirname(output_path) or "."
     results = findings(inputs["tables"], inputs["figure_data"], inputs["paper"])
@@ -382,6 +398,7 @@ def render(spec: Mapping, inputs: Mapping, output_path: str) -> str:
              "Learning rates are selected once per dataset and method family (linear probe, full fine-tuning,",
              "adapters) on a reference placement (LP, FT, parallel adapters on all 2L parallel edges), by",
              "validation accuracy; every final run of that family uses it (see the last section).", "",
+             *_learnt_section(_read(inputs["tables"], "table1"), spec.get("chance", {})),
              f"## Findings: {counts[REPRODUCED]} reproduced, {counts[NOT_REPRODUCED]} not reproduced, "
              f"{len(results) - sum(counts.values())} without a verdict", "",
              markdown(pd.DataFrame(results)[["figure", "claim", "paper", "ours", "criterion", "verdict"]]), ""]
@@ -407,6 +424,14 @@ def render(spec: Mapping, inputs: Mapping, output_path: str) -> str:
     lines += [markdown(pd.DataFrame([{k: c[k] for k in ("dataset", "model", "family", "lr", "steps")} |
                                      {"candidates": len(c["candidates"])} for c in choices])), ""]
     return "\n".join(lines)
+
+
+def _learnt_section(table1: pd.DataFrame, chance: Mapping[str, float]) -> list[str]:
+    frame = learnt(table1, chance)
+    stuck = frame.loc[frame.learnt == False, "dataset"].tolist()  # noqa: E712 (None: no chance level)
+    note = (f"Nothing left chance on {', '.join(stuck)}: the findings below that rest on these datasets "
+            "compare noise, whatever their verdict." if stuck else "Every dataset left chance level.")
+    return ["## What this run learnt (Table 1, test accuracy %)", "", markdown(frame), "", note, ""]
 
 
 def write_report(spec: Mapping, inputs: Mapping, outputs: Mapping) -> None:

@@ -16,6 +16,7 @@ rule report:
     params:
         **job(lambda w: {"results": R, "figures": F,
                            "tracking_uri": X.tracking_uri(config), "seeds": config["seeds"],
+                           "chance": X.chance_levels(config),
                            "model_specs": {m: X.model_spec(config, m) for m in X.used_models(config)}}),
     shell:
         PIPELINE + " report {params.job:q} > {log} 2>&1"
