@@ -9,7 +9,7 @@ import yaml
 
 from adapter_placement import experiments as X
 from adapter_placement import placements
-from adapter_placement.analysis import forward_flops
+from adapter_placement.flops import forward_flops
 from adapter_placement.data import known_tasks
 from adapter_placement.pipeline import select_lr
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import atomic
+from .flops import adapter_flops, forward_flops, score_flops
 from .placements import edge_kind
 
 RUN_KEYS = ("experiment", "dataset", "placement", "seed", "model", "method", "rank", "activation", "kind")
@@ -335,26 +336,6 @@ def baselines(table1_runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- App. K: FLOPs
 
-def forward_flops(tokens: int, d: int, heads: int, ffn: int, blocks: int) -> float:
-    """Forward FLOPs of one example through the encoder blocks (App. K, footnote 8)."""
-    d_k = d // heads
-    f_ffn = tokens * (2 * d - 1) * ffn + tokens * (2 * ffn - 1) * d
-    f_mha = (3 * tokens * (2 * d - 1) * d_k * heads + tokens ** 2 * 2 * d_k * heads
-             + tokens * (2 * tokens - 1) * d_k * heads + tokens * (2 * d_k * heads - 1) * d)
-    return float(blocks * (f_mha + f_ffn))
-
-
-def score_flops(examples: int, nodes: int, tokens: int, d: int) -> float:
-    """FLOPs of the n^2 gradient products X_i^T G_j and their mean (App. K)."""
-    edges = nodes ** 2
-    return float(examples * edges * (2 * tokens - 1) * d ** 2 + examples * edges * d ** 2 + edges * d ** 2)
-
-
-def adapter_flops(n_adapters: int, tokens: int, d: int, rank: int) -> float:
-    """Forward FLOPs of the adapters for one example (App. K, Eq. 10)."""
-    return float(n_adapters * (9 * d * tokens + 4 * d * tokens * rank + 4 * tokens * rank + tokens * d))
-
-
 def appk_table(scores: list[Mapping], models: Mapping[str, Mapping], table1_runs: pd.DataFrame,
                batch_sizes: Mapping[str, int]) -> pd.DataFrame:
     """Analytic FLOPs of scoring and of each Table 1 placement, next to measured seconds."""
@@ -363,7 +344,7 @@ def appk_table(scores: list[Mapping], models: Mapping[str, Mapping], table1_runs
         info = models[s["model"]]
         tokens = info["tokens"] or s["tokens_per_example"]
         fwd = forward_flops(tokens, info["hidden_size"], info["heads"], info["ffn_size"], info["blocks"])
-        f_score = score_flops(s["examples"], s["num_nodes"], tokens, info["hidden_size"])
+        f_score = score_flops(s["examples"], s["num_nodes"] ** 2, tokens, info["hidden_size"])
         seconds = s["heads"]["default"]["seconds"]
         runs = table1_runs[table1_runs.dataset == s["dataset"]]
         step = runs[runs.placement == "parallel_all"]

@@ -33,6 +33,7 @@ from torch import nn
 from . import placements
 from .adapters import check_adapter_args
 from .backbones import VIT, call_model, describe, logits_of
+from .flops import adapter_flops, forward_flops, score_flops
 from .gga import gga_select
 from .graph import AdapterGraph
 from .placements import Edge
@@ -93,16 +94,10 @@ def pass_flops(arch: Arch, examples: int, tokens: int, adapters: int = 0, *, bac
     mean (F_score of App. K; the reduction f(G), an SVD per edge, is left out as there). The
     classifier head and embeddings are left out, as in App. K.
     """
-    t, d, h, r = tokens, arch.hidden, arch.heads, arch.rank
-    d_k = d // h
-    ffn = t * (2 * d - 1) * arch.ffn + t * (2 * arch.ffn - 1) * d
-    mha = (3 * t * (2 * d - 1) * d_k * h + t * t * 2 * d_k * h + t * (2 * t - 1) * d_k * h
-           + t * (2 * d_k * h - 1) * d)
-    backbone = arch.blocks * (mha + ffn)
-    forward = backbone + adapters * (9 * d * t + 4 * d * t * r + 4 * t * r + t * d)
+    backbone = forward_flops(tokens, arch.hidden, arch.heads, arch.ffn, arch.blocks)
+    forward = backbone + adapter_flops(adapters, tokens, arch.hidden, arch.rank)
     per_example = forward * (2 if backward else 1) + (backbone if first_pass else 0)
-    per_example += scored_edges * ((2 * t - 1) * d * d + d * d)
-    return float(examples * per_example + scored_edges * d * d)
+    return examples * per_example + (score_flops(examples, scored_edges, tokens, arch.hidden) if scored_edges else 0.0)
 
 
 def arch_of(model: nn.Module, rank: int) -> Arch:

@@ -1,0 +1,26 @@
+"""Analytic FLOPs of App. K: the encoder blocks, bottleneck adapters and the score products.
+
+Pure functions of the shapes; ``analysis.appk_table`` and the placement searches
+(``search.pass_flops``) both count with these, so every FLOP figure of the project agrees.
+"""
+from __future__ import annotations
+
+
+def forward_flops(tokens: int, d: int, heads: int, ffn: int, blocks: int) -> float:
+    """Forward FLOPs of one example through the encoder blocks (App. K, footnote 8)."""
+    d_k = d // heads
+    f_ffn = tokens * (2 * d - 1) * ffn + tokens * (2 * ffn - 1) * d
+    f_mha = (3 * tokens * (2 * d - 1) * d_k * heads + tokens ** 2 * 2 * d_k * heads
+             + tokens * (2 * tokens - 1) * d_k * heads + tokens * (2 * d_k * heads - 1) * d)
+    return float(blocks * (f_mha + f_ffn))
+
+
+def adapter_flops(n_adapters: int, tokens: int, d: int, rank: int) -> float:
+    """Forward FLOPs of the adapters for one example (App. K, Eq. 10)."""
+    return float(n_adapters * (9 * d * tokens + 4 * d * tokens * rank + 4 * tokens * rank + tokens * d))
+
+
+def score_flops(examples: int, edges: int, tokens: int, d: int) -> float:
+    """FLOPs of ``edges`` gradient products X_i^T G_j over ``examples`` examples and their mean (App. K;
+    the reduction f(G), an SVD per edge, is left out as there)."""
+    return float(examples * edges * (2 * tokens - 1) * d ** 2 + examples * edges * d ** 2 + edges * d ** 2)
