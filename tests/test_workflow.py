@@ -16,8 +16,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SNAKEMAKE = str(BIN / "snakemake")
-TABLES = ["table1", "table3", "table4", "table5", "table7", "table8", "appK"]
-FIGURES = ["fig1", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11", "fig12", "fig13", "fig15"]
+TABLES = ["table1", "table3", "table4", "table5", "table7", "table8", "appK", "table_search"]
+FIGURES = ["fig1", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11", "fig12", "fig13", "fig15", "fig_search"]
 TABLE_COLUMNS = {
     "table1": {"method", "dataset", "mean", "std", "seeds", "placement", "run_ids"},
     "table3": {"adapter_type", "dataset", "mean", "std", "edge", "run_ids"},
@@ -26,6 +26,8 @@ TABLE_COLUMNS = {
     "table7": {"method", "accuracy_mean", "accuracy_std", "n_adapters", "run_ids"},
     "table8": {"dataset", "tailored_mean", "transfer_mean", "delta", "run_ids"},
     "appK": {"dataset", "model", "item", "gflops", "measured_seconds"},
+    "table_search": {"dataset", "method", "n_adapters", "mean", "std", "total_seconds", "total_gflops", "run_ids",
+                     "search_run_ids"},
 }
 
 
@@ -62,6 +64,9 @@ def test_paper_dag_builds_offline_with_the_papers_job_counts(tmp_path):
     assert counts["fig3_runs"] == 7 * 81 * 3 == 1701  # Fig. 3: the stride-3 grid
     assert counts["table1_runs"] == 7 * 104 * 3 == 2184  # Table 1: FT, LP, PA, SA + 100 random
     assert counts["fig6c_runs"] == 4 * 3 * 2 == 24  # Fig. 6c: 4 ranks x 3 seeds x 2 methods
+    # beyond the paper: iNat18 and SST2 x (parallel_all + 4 N x 6 methods) x 3 seeds; 4 searches x 4 N x 3 seeds
+    assert counts["search_runs"] == 2 * (1 + 4 * 6) * 3 == 150
+    assert counts["search_placements"] == 2 * 4 * 4 * 3 == 96
     assert not list(tmp_path.glob("results/*")), "a dry run must not write results"
 
 
@@ -150,6 +155,9 @@ def test_tiny_config_runs_are_in_mlflow_with_their_table(tiny_run):
     assert cell_ids and cell_ids <= ids
     assert {r.data.tags["experiment"] for r in runs} == {"table1"}
     assert find_runs("fig3", uri=uri) and find_runs("lr_selection", uri=uri) and find_runs("scores", uri=uri)
+    searches = pd.read_csv(tiny_run / "results/tiny/tables/table_search.csv")
+    search_ids = {i for cell in searches.search_run_ids.dropna() for i in cell.split(";")}
+    assert search_ids and search_ids <= {r.info.run_id for r in find_runs("search", uri=uri)}
 
 
 @pytest.mark.slow

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from . import atomic
-from .flops import adapter_flops, forward_flops, score_flops
+from .flops import Arch, adapter_flops, forward_flops, pass_flops, score_flops
 from .placements import edge_kind
 
-RUN_KEYS = ("experiment", "dataset", "placement", "seed", "model", "method", "rank", "activation", "kind")
+RUN_KEYS = ("experiment", "dataset", "placement", "seed", "model", "method", "rank", "activation", "kind", "group")
 PAPER_METHOD = {"full_ft": "full_ft", "linear_probe": "linear_probe", "parallel_all": "parallel_24",
                 "sequential_all": "sequential_24", "extended_max": "extended_max_24"}
 PAPER_FUNCTION = {"min_col": "min_abs_column_sum", "max_col": "max_abs_column_sum", "frobenius": "frobenius",
@@ -371,6 +371,69 @@ def appk_table(scores: list[Mapping], models: Mapping[str, Mapping], table1_runs
     return pd.DataFrame(rows)
 
 
+# ---------------------------------------------------------------- beyond the paper: placement search
+
+SEARCH_COST_COLUMNS = ("selection_seconds", "training_seconds", "selection_gflops", "training_gflops")
+
+
+def arch_from_info(info: Mapping, rank: int) -> Arch:
+    """The FLOP model's ``Arch`` from a model-info record (``pipeline.model_info``)."""
+    return Arch(info["blocks"], info["hidden_size"], info["heads"], info["ffn_size"], rank, info["tokens"])
+
+
+def gga_selection_cost(scores: Mapping, arch: Arch, batch_size: int) -> tuple[float, float]:
+    """(seconds, FLOPs) of GGA's selection: head pre-training, one forward and backward pass over the
+    scored examples and the n^2 gradient products (the scores job measured the seconds; its reduce
+    time covers every score function, an upper bound for srank alone)."""
+    head = scores["heads"]["default"]
+    tokens = arch.tokens or scores["tokens_per_example"]
+    flops = (pass_flops(arch, head["head_steps"] * batch_size, tokens, backward=False)
+             + pass_flops(arch, scores["examples"], tokens, scored_edges=scores["num_nodes"] ** 2))
+    return float(sum(head["seconds"].values())), flops
+
+
+def search_run_costs(runs: pd.DataFrame, searches: list[Mapping], scores: Mapping[str, Mapping],
+                     models: Mapping[str, Mapping], batch_sizes: Mapping[str, int]) -> pd.DataFrame:
+    """Each final run of the search experiment with its method, N and compute: selection (the
+    search's own scoring and training phases, GGA's scoring, nothing for random and parallel_all)
+    and the final training (measured seconds; analytic FLOPs of its steps, App. K)."""
+    by_name = {(s["key"]["dataset"], s["name"]): s for s in searches}
+    rows = []
+    for run in runs.itertuples(index=False):
+        method, n_text = run.group.rsplit("_", 1)
+        arch = arch_from_info(models[run.model], int(run.rank))
+        tokens = arch.tokens or scores[run.dataset]["tokens_per_example"]
+        recurrent = any(i > j for i, j in run.edges)
+        step = pass_flops(arch, batch_sizes[run.dataset], tokens, run.n_adapters, first_pass=recurrent)
+        selection = (0.0, 0.0)
+        if method == "gga":
+            selection = gga_selection_cost(scores[run.dataset], arch, batch_sizes[run.dataset])
+        elif (run.dataset, run.placement) in by_name:
+            found = by_name[(run.dataset, run.placement)]
+            selection = (found["seconds"]["total"], found["flops"]["total"])
+        rows.append({"dataset": run.dataset, "method": method, "n_adapters": int(n_text), "seed": run.seed,
+                     "test_accuracy": run.test_accuracy, "run_id": run.run_id,
+                     "search_run_id": by_name.get((run.dataset, run.placement), {}).get("mlflow_run_id", ""),
+                     "selection_seconds": selection[0], "training_seconds": run.seconds,
+                     "selection_gflops": selection[1] / 1e9, "training_gflops": run.steps * step / 1e9})
+    return pd.DataFrame(rows)
+
+
+def search_table(costs: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """Test accuracy (%, mean and std over seeds) and mean compute per dataset, method and N."""
+    by = ["dataset", "method", "n_adapters"]
+    out = summarise(costs, by, scale=100)
+    means = costs.groupby(by, sort=False)[list(SEARCH_COST_COLUMNS)].mean().reset_index()
+    out = out.merge(means, on=by)
+    out["total_seconds"] = out.selection_seconds + out.training_seconds
+    out["total_gflops"] = out.selection_gflops + out.training_gflops
+    searches = costs.groupby(by, sort=False).search_run_id.agg(lambda v: ";".join(i for i in v if i))
+    out = out.merge(searches.reset_index(name="search_run_ids"), on=by)
+    order = {m: k for k, m in enumerate(methods)}
+    return out.sort_values(["dataset", "n_adapters", "method"], key=lambda c: c.map(order) if c.name == "method"
+                           else c).reset_index(drop=True)
+
+
 def _first_random(runs: pd.DataFrame) -> str:
     names = sorted(p for p in runs.placement.unique() if p.startswith("random"))
     return names[0] if names else ""
@@ -416,6 +479,7 @@ TABLE_TITLES = {
     "table7": "Table 7: random non-recurrent placements vs first-k and last-k (test accuracy %)",
     "table8": "Table 8: tailored vs transferred best placement (test accuracy %)",
     "appK": "App. K: FLOPs of scoring and of the Table 1 placements (analytic) and measured seconds",
+    "table_search": "Beyond the paper: placement searches vs GGA, random and parallel_all (test accuracy %, compute)",
 }
 
 
@@ -442,7 +506,18 @@ def build_table(name: str, context: Mapping, inputs: Mapping) -> pd.DataFrame:
         models = {info["model"]: info for info in map(read_json, inputs["models"])}
         batch_sizes = {d: e["batch_size"] for d, e in context["datasets"].items()}
         return appk_table([read_json(p) for p in inputs["scores"]], models, load_runs(inputs["table1"]), batch_sizes)
+    if name == "table_search":
+        return search_table(search_costs_from_inputs(context, inputs), exp["search"]["methods"])
     raise ValueError(f"unknown table {name!r}")
+
+
+def search_costs_from_inputs(context: Mapping, inputs: Mapping) -> pd.DataFrame:
+    """``search_run_costs`` of the files a search table or figure job reads."""
+    models = {info["model"]: info for info in map(read_json, inputs["models"])}
+    scores = {s["dataset"]: s for s in map(read_json, inputs["scores"])}
+    searches = [s for path in inputs["searches"] for s in read_json(path)["searches"]]
+    batch_sizes = {d: e["batch_size"] for d, e in context["datasets"].items()}
+    return search_run_costs(load_runs(inputs["search"]), searches, scores, models, batch_sizes)
 
 
 def write_table(spec: Mapping, inputs: Mapping, outputs: Mapping) -> pd.DataFrame:

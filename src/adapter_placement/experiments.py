@@ -27,10 +27,13 @@ name                       edges
 ``gga_N``, ``gga_N_gG``    GGA with the experiment's gamma, or gamma G; ``topk_N`` = GGA with gamma 0
 ``best_single``            the best single edge of this dataset's Fig. 3 grid (Table 5)
 ``best_random_D``          the best Table 1 random placement of dataset D (Table 8, Fig. 15)
+``MN_DDD``                 what search method M (``iterative_gga``, ``edge_switch``, ``prune_magnitude``,
+                           ``prune_taylor``) chose for N adapters with seed DDD (beyond the paper)
 =========================  ===========================================================================
 
-The last three kinds depend on results (scores, other runs): their edges come from a JSON file
-that a rule writes (``derived_placement_file``); the others are a function of the name and n.
+GGA, top-k, best_* and the searches depend on results (scores, other runs, a search): their edges
+come from a JSON file that a rule writes (``derived_placement_file``); the others are a function
+of the name and n.
 """
 from __future__ import annotations
 
@@ -49,7 +52,13 @@ from .placements import Edge
 PAPER_DATASETS = ("inat18", "places365", "clevr_count", "svhn", "dspr_loc", "mnli", "sst2")
 FAMILIES = ("linear_probe", "full_ft", "adapters")  # learning rates are selected per family
 TRAINING_EXPERIMENTS = ("fig1", "fig3", "table1", "fig6ab", "fig6c", "table5", "fig8", "fig9", "table7",
-                        "table8", "fig15")
+                        "table8", "fig15", "search")
+# The placement methods of the search experiment (beyond the paper): baselines, the paper's GGA,
+# and the searches of ``adapter_placement.search`` (prune-and-regrow once per pruning criterion).
+SEARCHED = {"iterative_gga": ("iterative_gga", {}), "edge_switch": ("edge_switch", {}),
+            "prune_magnitude": ("prune_regrow", {"criterion": "magnitude"}),
+            "prune_taylor": ("prune_regrow", {"criterion": "taylor"})}
+SEARCH_METHODS = ("random", "parallel_all", "gga", *SEARCHED)
 LR_EXPERIMENT = "lr"  # the folder and MLflow experiment of the learning-rate trials
 
 
@@ -283,9 +292,44 @@ def plan_fig15(config: Mapping) -> list[Run]:
     return _adapter_runs(config, "fig15", config["experiments"]["fig15"]["dataset"], ["all_edges"])
 
 
+def search_gga_name(config: Mapping, n_adapters: int) -> str:
+    return f"gga_{n_adapters}_g{config['experiments']['search']['gamma']:g}"
+
+
+def search_placement_name(method: str, n_adapters: int, seed: int) -> str:
+    """What search ``method`` chose for N adapters with ``seed`` (seeds search and training alike)."""
+    return f"{method}{n_adapters}_{seed:03d}"
+
+
+SEARCH_NAME = re.compile(r"^(" + "|".join(SEARCHED) + r")(\d+)_(\d+)$")
+
+
+def plan_search(config: Mapping) -> list[Run]:
+    """Every method of the search experiment at every N (parallel_all once: it has 2L adapters),
+    each run tagged with its cell ``method_N``. Random and searched placements differ per seed."""
+    spec = config["experiments"]["search"]
+    runs = []
+    for d in experiment_datasets(config, "search"):
+        model, rank = dataset_model(config, d), dataset_rank(config, d)
+        for method in spec["methods"]:
+            if method == "parallel_all":
+                runs += _adapter_runs(config, "search", d, ["parallel_all"],
+                                      group=f"parallel_all_{num_nodes(config, model) - 1}")
+                continue
+            for n_adapters in spec["n"]:
+                group = f"{method}_{n_adapters}"
+                if method == "gga":
+                    runs += _adapter_runs(config, "search", d, [search_gga_name(config, n_adapters)], group=group)
+                    continue
+                name = (lambda s: f"random{n_adapters}_{s:03d}") if method == "random" else (
+                    lambda s: search_placement_name(method, n_adapters, s))
+                runs += [Run("search", d, name(s), s, model, rank=rank, group=group) for s in _seeds(config)]
+    return runs
+
+
 PLANNERS = {"fig1": plan_fig1, "fig3": plan_fig3, "table1": plan_table1, "fig6ab": plan_fig6ab,
             "fig6c": plan_fig6c, "table5": plan_table5, "fig8": plan_fig8, "fig9": plan_fig9,
-            "table7": plan_table7, "table8": plan_table8, "fig15": plan_fig15}
+            "table7": plan_table7, "table8": plan_table8, "fig15": plan_fig15, "search": plan_search}
 
 
 def plan(config: Mapping, experiment: str) -> list[Run]:
@@ -362,12 +406,14 @@ def dataset_trials(config: Mapping, dataset: str, model: str) -> list[Trial]:
 
 def score_targets(config: Mapping) -> list[tuple[str, str]]:
     """(dataset, model) pairs whose edges are scored: the Fig. 3 datasets (Fig. 5, 11), the GGA
-    experiments' datasets and the fig6c model."""
+    experiments' datasets (Fig. 6, the search experiment) and the fig6c model."""
     targets = {(d, dataset_model(config, d)) for d in experiment_datasets(config, "fig3")}
     targets |= {(d, dataset_model(config, d)) for d in experiment_datasets(config, "fig6ab")}
     if config["experiments"].get("fig6c"):
         spec = config["experiments"]["fig6c"]
         targets.add((spec["dataset"], spec["model"]))
+    # the search table reads its datasets' scores (GGA's cost; the text models' token count)
+    targets |= {(d, dataset_model(config, d)) for d in experiment_datasets(config, "search")}
     return sorted(targets)
 
 
@@ -398,6 +444,92 @@ def derived_placement_file(results: str, run_dataset: str, model: str, name: str
     if name.startswith("best_random_"):
         return f"{results}/placements/{name[len('best_random_'):]}/best_random.json"
     return None
+
+
+# ---------------------------------------------------------------- placement searches (beyond the paper)
+
+@dataclass(frozen=True)
+class Search:
+    """One placement search: ``method`` (a key of SEARCHED) choosing N edges on a dataset, seeded."""
+
+    dataset: str
+    model: str
+    method: str
+    n: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return search_placement_name(self.method, self.n, self.seed)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def dataset_searches(config: Mapping, dataset: str) -> list[Search]:
+    """The searches whose placements the search experiment trains on ``dataset``, in plan order."""
+    model = dataset_model(config, dataset)
+    found = []
+    for run in plan_dataset(config, "search", dataset):
+        match = SEARCH_NAME.match(run.placement)
+        if match:
+            found.append(Search(dataset, model, match.group(1), int(match.group(2)), run.seed))
+    return found
+
+
+def search_batches(config: Mapping) -> list[tuple[str, int]]:
+    """(dataset, batch) of every search job: ``runs_per_job`` searches of one dataset each."""
+    k = int(config["runs_per_job"])
+    return [(d, b) for d in experiment_datasets(config, "search")
+            for b in range(num_batches(len(dataset_searches(config, d)), k))]
+
+
+def search_batch_file(results: str, dataset: str, model: str, batch: int) -> str:
+    return f"{results}/placements/{dataset}/{model}/search/batch{batch}.json"
+
+
+def search_batch_files(config: Mapping) -> list[str]:
+    return [search_batch_file(config["results"], d, dataset_model(config, d), b) for d, b in search_batches(config)]
+
+
+def search_file_of(config: Mapping, dataset: str, name: str) -> str:
+    """The search batch JSON that holds placement ``name`` of ``dataset``."""
+    names = [s.name for s in dataset_searches(config, dataset)]
+    return search_batch_file(config["results"], dataset, dataset_model(config, dataset),
+                             names.index(name) // int(config["runs_per_job"]))
+
+
+def search_item(config: Mapping, search: Search) -> dict:
+    """Everything a job needs for one search: the task, model and the method's options (its lr and
+    adapter lr come from the adapters family's selection, the steps from the config)."""
+    spec, entry = config["experiments"]["search"], config["datasets"][search.dataset]
+    function, fixed = SEARCHED[search.method]
+    steps = int(spec["steps"])
+    options = {"n": search.n, "rank": dataset_rank(config, search.dataset), "seed": search.seed,
+               "fn": "srank", "eta": float(config["scores"]["eta"]),
+               "head_steps": max(1, round(float(config["scores"]["head_fraction"]) * steps)), **fixed}
+    if function == "iterative_gga":
+        rounds = int(spec["rounds"])
+        options.update(k=-(-search.n // rounds), gamma=float(spec["gamma"]), phase_steps=max(1, steps // max(1, rounds - 1)))
+    elif function == "edge_switch":
+        options.update(steps=steps, candidates=spec.get("candidates"))
+    else:
+        options.update(steps=steps, update_every=max(1, steps // (int(spec["updates"]) + 1)),
+                       fraction=float(spec["fraction"]))
+    return {"key": {"kind": "search", **search.to_dict()}, "name": search.name, "function": function,
+            "options": options, "task": entry["task"], "model_spec": model_spec(config, search.model),
+            "batch_size": int(entry["batch_size"]), "score_examples": int(entry["score_examples"]),
+            "search_batches": spec.get("batches"), "data_seed": int(config["data_seed"]),
+            "sizes": entry.get("sizes"), "data_dir": config.get("data_dir"),
+            "lr_file": lr_file(config["results"], search.dataset, search.model, "adapters"),
+            "tracking_uri": tracking_uri(config),
+            "tags": {"experiment": "search", "cell": f"search/{search.dataset}/selection/{search.method}_{search.n}",
+                     "dataset": search.dataset, "method": search.method, "seed": search.seed}}
+
+
+def search_items(config: Mapping, dataset: str, batch: int) -> list[dict]:
+    return [search_item(config, s) for s in batch_of(dataset_searches(config, dataset), batch,
+                                                      int(config["runs_per_job"]))]
 
 
 # ---------------------------------------------------------------- placement names -> edges
@@ -459,7 +591,7 @@ def placement_edges(name: str, num_nodes_: int, derived: Optional[Mapping[str, l
 
 def is_known_placement(name: str) -> bool:
     return (name in _FIXED or any(p.match(name) for p, _ in _PATTERNS) or bool(GGA_NAME.match(name))
-            or name == "best_single" or name.startswith("best_random_"))
+            or bool(SEARCH_NAME.match(name)) or name == "best_single" or name.startswith("best_random_"))
 
 
 # ---------------------------------------------------------------- cached planning (Snakemake calls these a lot)
@@ -531,10 +663,12 @@ def run_item(config: Mapping, run: Run) -> dict:
                   train_split="train+val", eval_splits=["test"], experiment=run.experiment,
                   tags={"experiment": run.experiment, "cell": run.cell, "dataset": run.dataset,
                         "placement": run.placement, "variant": run.variant, "seed": run.seed})
+    derived = derived_placement_file(results, run.dataset, run.model, run.placement)
+    if SEARCH_NAME.match(run.placement):
+        derived = search_file_of(config, run.dataset, run.placement)
     return {"key": {"kind": "run", **run.to_dict()}, "folder": run.folder(results), "fields": fields,
             "placement": run.placement, "num_nodes": num_nodes(config, run.model),
-            "lr_file": lr_file(results, run.dataset, run.model, run.family),
-            "derived_file": derived_placement_file(results, run.dataset, run.model, run.placement)}
+            "lr_file": lr_file(results, run.dataset, run.model, run.family), "derived_file": derived}
 
 
 def trial_item(config: Mapping, trial: Trial) -> dict:
@@ -619,8 +753,24 @@ def _check_experiment_shapes(config: Mapping) -> None:
     if exp.get("table5") and exp["table5"]["dataset"] not in experiment_datasets(config, "fig3"):
         raise ConfigError(f"experiments.table5.dataset: {exp['table5']['dataset']!r} must be a Fig. 3 dataset "
                           "(its best single edge is used)")
+    if exp.get("search"):
+        _check_search_shape(config)
     if exp.get("fig8") and not exp.get("fig3"):
         raise ConfigError("experiments.fig8: needs experiments.fig3 (its non-linear adapters)")
+
+
+def _check_search_shape(config: Mapping) -> None:
+    spec = config["experiments"]["search"]
+    for dataset in experiment_datasets(config, "search"):
+        edges = num_nodes(config, dataset_model(config, dataset)) ** 2
+        for k, count in enumerate(spec["n"]):
+            if count > edges:
+                raise ConfigError(f"experiments.search.n[{k}]: {count} adapters, but {dataset}'s model has "
+                                  f"{edges} edges")
+            if spec.get("candidates") is not None and "edge_switch" in spec["methods"] and not (
+                    count <= spec["candidates"] <= edges):
+                raise ConfigError(f"experiments.search.candidates: {spec['candidates']} must lie between N = "
+                                  f"{count} and the {edges} edges of {dataset}'s model")
 
 
 # ---------------------------------------------------------------- job specs (the rules' params)

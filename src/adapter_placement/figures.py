@@ -203,6 +203,27 @@ def figure15(data: pd.DataFrame):
     return fig
 
 
+def figure_search(data: pd.DataFrame):
+    """Per dataset: test accuracy against N, against measured seconds and against analytic GFLOPs
+    (selection plus training), one line per placement method (beyond the paper)."""
+    datasets = list(dict.fromkeys(data.dataset))
+    fig, axes = plt.subplots(len(datasets), 3, figsize=(13, 3.6 * len(datasets)), squeeze=False)
+    methods = list(dict.fromkeys(data.method))
+    palette = dict(zip(methods, sns.color_palette("tab10", len(methods))))
+    for row, dataset in zip(axes, datasets):
+        part = data[data.dataset == dataset]
+        for ax, x, label in zip(row, ("n_adapters", "total_seconds", "total_gflops"),
+                                ("number of adapters N", "seconds (selection + training)", "GFLOPs (selection + training)")):
+            sns.lineplot(data=part, x=x, y="mean", hue="method", hue_order=methods, palette=palette, marker="o",
+                         ax=ax, sort=True, legend=ax is row[0])
+            ax.set(title=dataset, xlabel=label, ylabel="test accuracy (%)", xscale="log")
+        counts = sorted(part.n_adapters.unique())
+        row[0].set_xticks(counts, [str(int(n)) for n in counts])
+        row[0].minorticks_off()
+        row[0].legend(fontsize=7)
+    return fig
+
+
 # ---------------------------------------------------------------- the job
 
 def _scores_by_dataset(paths: list[str]) -> dict:
@@ -257,6 +278,9 @@ def build_figure(name: str, context: Mapping, inputs: Mapping) -> tuple[pd.DataF
     if name == "fig15":
         data = analysis.fig15_data(load_runs(inputs["fig15"]), load_runs(inputs["table1"]), exp["fig15"]["dataset"])
         return data, lambda: figure15(data)
+    if name == "fig_search":
+        data = analysis.search_table(analysis.search_costs_from_inputs(context, inputs), exp["search"]["methods"])
+        return data, lambda: figure_search(data)
     raise ValueError(f"unknown figure {name!r}")
 
 

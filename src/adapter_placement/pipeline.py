@@ -16,6 +16,7 @@ command                   job
 ``scores``                head pre-training, then every score function of every edge
 ``select-placements``     GGA and top-k placements from the scores
 ``best-placement``        the best single edge (Fig. 3) or random placement (Table 1)
+``search-batch``          placement searches beyond the paper (``adapter_placement.search``)
 ``table`` / ``figure``    one table (CSV + Markdown) / one figure (PNG + PDF + its data CSV)
 ``report``                results/REPORT.md
 ========================  ===================================================================
@@ -351,6 +352,59 @@ def best_placement(job: Mapping) -> dict:
     return chosen
 
 
+def search_batch(job: Mapping) -> dict:
+    """Run the placement searches of one job, one after the other, and write their placements
+    (``{name: edges}``, what ``train_item`` reads) with each search's record: history, details and
+    cost (measured seconds and analytic FLOPs of selection and of the search's own training)."""
+    set_threads(job.get("threads"))
+    items = job["spec"]["items"]
+    out = {"searches": []}
+    for k, item in enumerate(items, 1):
+        record = run_search_item(item)
+        out[item["name"]] = record["edges"]
+        out["searches"].append(record)
+        log(f"search {k}/{len(items)} {item['name']} on {item['key']['dataset']}: {record['edges']}, "
+            f"{record['seconds']['total']:.1f}s")
+    atomic.write_json(job["output"]["placements"], out)
+    return out
+
+
+def run_search_item(item: Mapping) -> dict:
+    """One search on a fresh model: train batches of a fixed shuffle of the train split (cycled),
+    score batches as the scores job takes them; one MLflow run of the experiment "search"."""
+    import itertools
+
+    import torch
+
+    from .data import load_task
+    from .models import load_model
+    from .search import run_search
+    from .tracking import tracked_run
+    from .train import num_classes_of
+
+    key = item["key"]
+    options = {**item["options"], "lr": read_json(item["lr_file"])["lr"]}
+    torch.manual_seed(key["seed"])
+    loaded = load_model(item["model_spec"], num_classes_of(item["task"]))
+    task = load_task(item["task"], seed=item["data_seed"], data_dir=item.get("data_dir"), tokenizer=loaded.tokenizer,
+                     data_config=loaded.data_config, sizes=item.get("sizes"))
+    # a fixed list (the searches cycle over it): one epoch, or the first `search_batches` of it
+    stream = task.batches("train", item["batch_size"], shuffle=True, seed=key["seed"], drop_last=True)
+    batches = list(itertools.islice(stream, item.get("search_batches")))
+    score_batches, _ = _score_batches(task, item["score_examples"])
+    run_key = f"search/{key['dataset']}/{item['name']}"
+    with tracked_run("search", run_key=run_key, params={**key, **options, "task": item["task"],
+                                                        "model_spec": item["model_spec"]},
+                     tags=item["tags"], uri=item["tracking_uri"]) as run:
+        result = run_search(item["function"], loaded.model, batches, score_batches=score_batches, **options)
+        record = {"key": key, "name": item["name"], **result.as_dict(), "lr": options["lr"],
+                  "mlflow_run_id": run.run_id}
+        run.log_metrics({f"{part}_seconds": v for part, v in result.seconds.items()}, step=0)
+        run.log_metrics({f"{part}_gflops": v / 1e9 for part, v in result.flops.items()}, step=0)
+        run.log_json("search.json", record)
+    return record
+
+
 # ---------------------------------------------------------------- tables, figures, report
 
 def make_table(job: Mapping) -> None:
@@ -374,7 +428,7 @@ def make_report(job: Mapping) -> None:
 COMMANDS = {
     "prepare-data": prepare_data, "model-info": model_info, "pretrain": pretrain, "train-batch": train_batch,
     "select-lr": select_lr, "scores": compute_scores, "select-placements": select_placements,
-    "best-placement": best_placement, "table": make_table, "figure": make_figure, "report": make_report,
+    "best-placement": best_placement, "search-batch": search_batch, "table": make_table, "figure": make_figure, "report": make_report,
 }
 
 

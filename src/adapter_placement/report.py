@@ -316,6 +316,69 @@ def finding_scoring_cost(appk: pd.DataFrame) -> dict:
             "verdict": _verdict(bool(ratio < 0.01) if _finite(ratio) else None)}
 
 
+# ---------------------------------------------------------------- beyond the paper: placement search
+
+SEARCH_METHOD_TEXT = {
+    "random": "Random placement (a seeded draw of N of the n^2 edges)",
+    "parallel_all": "Parallel adapters on all 2L parallel edges",
+    "iterative_gga": "Iterative GGA (rounds of GGA, re-scored after a short training phase)",
+    "edge_switch": "Learnable edge switch (Gumbel-softmax gates on candidate edges, the top N kept)",
+    "prune_magnitude": "Prune and regrow, magnitude criterion (|alpha| ||W_up W_down||)",
+    "prune_taylor": "Prune and regrow, Taylor criterion (|alpha dL/dalpha|)",
+}
+
+
+def search_comparison(table: pd.DataFrame, method: str) -> dict:
+    """``method`` against GGA at each (dataset, N) both ran at (parallel_all, which has one N, against
+    GGA's largest N): accuracy difference in points, whether it is clear (more than the two seed
+    stds together), and the ratio of total compute (seconds, GFLOPs)."""
+    gga = table[table.method == "gga"].set_index(["dataset", "n_adapters"])
+    rows = []
+    for r in table[table.method == method].itertuples():
+        key = (r.dataset, r.n_adapters)
+        if method == "parallel_all" and key not in gga.index:
+            counts = [n for d, n in gga.index if d == r.dataset]
+            key = (r.dataset, max(counts)) if counts else key
+        if key not in gga.index:
+            continue
+        g = gga.loc[key]
+        diff = r.mean - g["mean"]
+        noise = np.nan_to_num(r.std) + np.nan_to_num(g["std"])
+        rows.append({"dataset": r.dataset, "n": int(r.n_adapters), "gga_n": int(key[1]), "diff": diff,
+                     "clear": bool(abs(diff) > noise), "seconds_ratio": r.total_seconds / g["total_seconds"],
+                     "gflops_ratio": r.total_gflops / g["total_gflops"]})
+    return {"method": method, "points": rows}
+
+
+def search_paragraph(comparison: dict) -> str:
+    """One paragraph: where the method beats GGA and where it does not, from these numbers."""
+    points, method = comparison["points"], comparison["method"]
+    name = SEARCH_METHOD_TEXT.get(method, method)
+    if not points:
+        return f"**{name}**: no point to compare with GGA in this run."
+    def where(rows):
+        return ", ".join(f"{p['dataset']} N={p['n']} ({p['diff']:+.1f}{'' if p['clear'] else ', within noise'})"
+                         for p in rows) or "nowhere"
+    wins = [p for p in points if p["diff"] > 0]
+    losses = [p for p in points if p["diff"] <= 0]
+    seconds = float(np.median([p["seconds_ratio"] for p in points]))
+    gflops = float(np.median([p["gflops_ratio"] for p in points]))
+    return (f"**{name}** beats GGA at {len(wins)} of {len(points)} points: {where(wins)}; it does not at "
+            f"{where(losses)} (test accuracy difference in points; 'within noise' when it is smaller than the two "
+            f"seed stds together). Its selection plus training costs {seconds:.2f}x GGA's measured seconds and "
+            f"{gflops:.2f}x its analytic FLOPs (median over the points).")
+
+
+def search_section(table: pd.DataFrame, results: str) -> list[str]:
+    methods = [m for m in dict.fromkeys(table.method) if m != "gga"]
+    return ["## Beyond the paper: placement search", "",
+            f"Each method picks N adapters; the placement is then trained as every final run (`{results}/tables/"
+            "table_search.csv`: test accuracy % over seeds, mean selection and training compute; `search_run_ids`"
+            " are the searches' MLflow runs). Compared with the paper's GGA at the same dataset and N:", "",
+            *[line for m in methods for line in (search_paragraph(search_comparison(table, m)), "")],
+            markdown(table.drop(columns=["run_ids", "search_run_ids"])), ""]
+
+
 # ---------------------------------------------------------------- the report
 
 def _read(paths: list[str], stem: str) -> pd.DataFrame:
@@ -413,6 +476,8 @@ def render(spec: Mapping, inputs: Mapping, output_path: str) -> str:
             lines += [markdown(ours), ""]
             if paper_stem:
                 lines += ["Paper:", "", markdown(_read(inputs["paper"], paper_stem)), ""]
+    if any(Path(p).stem == "table_search" for p in inputs["tables"]):
+        lines += search_section(_read(inputs["tables"], "table_search"), spec["results"])
     lines += ["## Figures", ""]
     for path in inputs["figures"]:
         stem = Path(path).stem

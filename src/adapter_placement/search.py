@@ -33,7 +33,7 @@ from torch import nn
 from . import placements
 from .adapters import check_adapter_args
 from .backbones import VIT, call_model, describe, logits_of
-from .flops import adapter_flops, forward_flops, score_flops
+from .flops import Arch, pass_flops
 from .gga import gga_select
 from .graph import AdapterGraph
 from .placements import Edge
@@ -69,36 +69,7 @@ class SearchResult:
                 "flops": self.flops, "details": self.details}
 
 
-# ---------------------------------------------------------------- the FLOP model (pure)
-
-@dataclass(frozen=True)
-class Arch:
-    """What the FLOP model needs of an encoder; ``tokens`` is fixed for vision, None for text."""
-
-    blocks: int
-    hidden: int
-    heads: int
-    ffn: int
-    rank: int
-    tokens: Optional[int] = None
-
-
-def pass_flops(arch: Arch, examples: int, tokens: int, adapters: int = 0, *, backward: bool = True,
-               first_pass: bool = False, scored_edges: int = 0) -> float:
-    """Analytic FLOPs of one pass of ``examples`` examples of ``tokens`` tokens (App. K).
-
-    Forward: the encoder blocks (App. K, footnote 8) plus ``adapters`` bottleneck adapters of rank
-    ``arch.rank`` (Eq. 10). ``backward``: as much again, App. K's estimate when no backbone
-    weight needs a gradient. ``first_pass``: one more plain forward for the recurrent sources
-    (App. K). ``scored_edges``: the gradient products ``X_i^T G_j`` of that many edges and their
-    mean (F_score of App. K; the reduction f(G), an SVD per edge, is left out as there). The
-    classifier head and embeddings are left out, as in App. K.
-    """
-    backbone = forward_flops(tokens, arch.hidden, arch.heads, arch.ffn, arch.blocks)
-    forward = backbone + adapter_flops(adapters, tokens, arch.hidden, arch.rank)
-    per_example = forward * (2 if backward else 1) + (backbone if first_pass else 0)
-    return examples * per_example + (score_flops(examples, scored_edges, tokens, arch.hidden) if scored_edges else 0.0)
-
+# ---------------------------------------------------------------- the FLOP model (flops.py) of a real model
 
 def arch_of(model: nn.Module, rank: int) -> Arch:
     """The ``Arch`` of a timm ViT or a Hugging Face BERT/RoBERTa."""

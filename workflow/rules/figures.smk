@@ -31,6 +31,9 @@ FIGURES = {
               lambda: {"fig15": batches("fig15"), "table1": batches("table1", [EXP["fig15"]["dataset"]])}),
 }
 
+if EXP.get("search"):  # beyond the paper, optional
+    FIGURES["fig_search"] = ("Placement search: test accuracy vs N and vs compute", ["search"], False, SEARCH_INPUTS)
+
 for _figure, (_title, _experiments, _scores, _inputs) in FIGURES.items():
     rule:
         name: _figure.replace("fig", "figure")

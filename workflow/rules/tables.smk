@@ -43,6 +43,13 @@ TABLES = {
                       "table1": batches("table1")}),
 }
 
+SEARCH_INPUTS = lambda: {"search": batches("search"), "searches": X.search_batch_files(config),
+                         "scores": [scores_file(d) for d in X.experiment_datasets(config, "search")],
+                         "models": [f"{R}/models/{m}.json" for m in
+                                    sorted({X.dataset_model(config, d) for d in X.experiment_datasets(config, "search")})]}
+if EXP.get("search"):  # beyond the paper, optional
+    TABLES["table_search"] = (["search"], False, SEARCH_INPUTS)
+
 for _table, (_experiments, _scores, _inputs) in TABLES.items():
     rule:
         name: _table
