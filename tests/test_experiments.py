@@ -102,7 +102,7 @@ def test_every_planned_placement_resolves(paper, embedded):
         for experiment in X.TRAINING_EXPERIMENTS:
             for run in X.plan(config, experiment):
                 assert X.is_known_placement(run.placement), run
-                if X.derived_placement_file("r", run.dataset, run.model, run.placement) is None:
+                if X.run_item(config, run)["derived_file"] is None:
                     X.placement_edges(run.placement, X.num_nodes(config, run.model))
 
 
