@@ -150,3 +150,16 @@ def test_report_says_where_a_method_beats_gga():
     parallel = report.search_comparison(table, "parallel_all")["points"]
     assert [(p["n"], p["gga_n"], p["diff"], p["clear"]) for p in parallel] == [(12, 6, -2.0, True)]
     assert "no point to compare" in report.search_paragraph(report.search_comparison(table, "edge_switch"))
+
+
+def test_a_run_whose_search_diverged_is_recorded_as_diverged(tmp_path):
+    from adapter_placement.pipeline import train_item
+
+    config = load("config.yaml")
+    run = next(r for r in X.plan(config, "search") if X.SEARCH_NAME.match(r.placement))
+    item = X.run_item(config, run)
+    derived = tmp_path / "search.json"
+    derived.write_text(json.dumps({run.placement: None, "searches": []}))
+    result = train_item({**item, "derived_file": str(derived), "folder": str(tmp_path / "run")})
+    assert result["status"] == "diverged" and run.placement in result["error"] and result["metrics"] == {}
+    assert not (tmp_path / "run").exists()  # nothing was trained

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import statistics
 import sys
@@ -158,6 +159,9 @@ def train_item(item: Mapping) -> dict:
 
     fields = dict(item["fields"])
     derived = read_json(item["derived_file"]) if item.get("derived_file") else None
+    if derived is not None and item["placement"] in derived and derived[item["placement"]] is None:
+        return {"key": item["key"], "folder": item["folder"], "edges": [], "lr": None, "steps": 0,
+                "status": "diverged", "error": f"the search that chooses {item['placement']} diverged", "metrics": {}}
     edges = placement_edges(item["placement"], item["num_nodes"], derived)
     if item.get("lr_file"):
         chosen = read_json(item["lr_file"])
@@ -361,10 +365,10 @@ def search_batch(job: Mapping) -> dict:
     out = {"searches": []}
     for k, item in enumerate(items, 1):
         record = run_search_item(item)
-        out[item["name"]] = record["edges"]
+        out[item["name"]] = record["edges"]  # None when the search diverged: its run is recorded as such
         out["searches"].append(record)
-        log(f"search {k}/{len(items)} {item['name']} on {item['key']['dataset']}: {record['edges']}, "
-            f"{record['seconds']['total']:.1f}s")
+        log(f"search {k}/{len(items)} {item['name']} on {item['key']['dataset']}: {record['status']}, "
+            f"{record['edges']}, {record['seconds']['total']:.1f}s")
     atomic.write_json(job["output"]["placements"], out)
     return out
 
@@ -380,7 +384,7 @@ def run_search_item(item: Mapping) -> dict:
     from .models import load_model
     from .search import run_search
     from .tracking import tracked_run
-    from .train import num_classes_of
+    from .train import NonFiniteLossError, num_classes_of
 
     key = item["key"]
     options = {**item["options"], "lr": read_json(item["lr_file"])["lr"]}
@@ -396,8 +400,14 @@ def run_search_item(item: Mapping) -> dict:
     with tracked_run("search", run_key=run_key, params={**key, **options, "task": item["task"],
                                                         "model_spec": item["model_spec"]},
                      tags=item["tags"], uri=item["tracking_uri"]) as run:
-        result = run_search(item["function"], loaded.model, batches, score_batches=score_batches, **options)
-        record = {"key": key, "name": item["name"], **result.as_dict(), "lr": options["lr"],
+        try:
+            result = run_search(item["function"], loaded.model, batches, score_batches=score_batches, **options)
+        except NonFiniteLossError as error:
+            record = {"key": key, "name": item["name"], "status": "diverged", "error": str(error), "edges": None,
+                      "seconds": {"total": math.nan}, "flops": {"total": math.nan}, "mlflow_run_id": run.run_id}
+            run.log_json("search.json", record)
+            return record
+        record = {"key": key, "name": item["name"], "status": "finished", **result.as_dict(), "lr": options["lr"],
                   "mlflow_run_id": run.run_id}
         run.log_metrics({f"{part}_seconds": v for part, v in result.seconds.items()}, step=0)
         run.log_metrics({f"{part}_gflops": v / 1e9 for part, v in result.flops.items()}, step=0)
