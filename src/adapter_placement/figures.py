@@ -217,6 +217,7 @@ def figure_search(data: pd.DataFrame):
             sns.lineplot(data=part, x=x, y="mean", hue="method", hue_order=methods, palette=palette, marker="o",
                          ax=ax, sort=True, legend=ax is row[0])
             ax.set(title=dataset, xlabel=label, ylabel="test accuracy (%)", xscale="log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labelled minor ticks overlap
         counts = sorted(part.n_adapters.unique())
         row[0].set_xticks(counts, [str(int(n)) for n in counts])
         row[0].minorticks_off()
