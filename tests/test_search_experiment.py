@@ -25,8 +25,12 @@ def test_paper_search_plan_counts():
     runs = X.plan(paper, "search")
     # per dataset: parallel_all x 3 seeds + 4 N x (random, gga, 4 searches) x 3 seeds
     assert len(runs) == 2 * (3 + 4 * 6 * 3) == 150
-    assert sum(len(X.dataset_searches(paper, d)) for d in ("inat18", "sst2")) == 2 * 4 * 4 * 3 == 96
-    assert len(X.search_batches(paper)) == 96  # runs_per_job 1: one job per search
+    # iterative GGA and prune-and-regrow (2 criteria) at each N; one edge switch serves every N
+    assert sum(len(X.dataset_searches(paper, d)) for d in ("inat18", "sst2")) == 2 * (3 * 4 + 1) * 3 == 78
+    assert len(X.search_batches(paper)) == 78  # runs_per_job 1: one job per search
+    switch = [s for s in X.dataset_searches(paper, "sst2") if s.method == "edge_switch"]
+    assert [(s.n, s.counts, s.seed) for s in switch] == [(24, (3, 6, 12, 24), seed) for seed in (0, 1, 2)]
+    assert switch[0].names == ["edge_switch3_000", "edge_switch6_000", "edge_switch12_000", "edge_switch24_000"]
     assert {r.group for r in runs if r.dataset == "sst2"} >= {"gga_24", "edge_switch_24", "parallel_all_24"}
 
 
@@ -38,15 +42,15 @@ def test_search_runs_read_the_search_that_chose_their_placement():
     for run in runs:
         item = X.run_item(config, run)
         searches = X.dataset_searches(config, run.dataset)
-        index = [s.name for s in searches].index(run.placement)
+        index = next(k for k, s in enumerate(searches) if run.placement in s.names)
         assert item["derived_file"] == X.search_batch_file("results", run.dataset, run.model, index // 5)
         batch = int(item["derived_file"].rsplit("batch", 1)[1].split(".")[0])
-        assert run.placement in [i["name"] for i in X.search_items(config, run.dataset, batch)]
-    gga = next(r for r in X.plan(config, "search") if r.group == "gga_6")
-    assert gga.placement == "gga_6_g0.6"
+        assert run.placement in [n for i in X.search_items(config, run.dataset, batch) for n in i["names"]]
+    gga = next(r for r in X.plan(config, "search") if r.group == "gga_12")
+    assert gga.placement == "gga_12_g0.6"
     assert X.run_item(config, gga)["derived_file"] == f"results/placements/{gga.dataset}/{gga.model}/gga.json"
-    assert "gga_6_g0.6" in X.gga_names(config, gga.dataset, gga.model)
-    assert X.gga_parameters(config, "gga_6_g0.6") == (6, 0.6)
+    assert "gga_12_g0.6" in X.gga_names(config, gga.dataset, gga.model)
+    assert X.gga_parameters(config, "gga_12_g0.6") == (12, 0.6)
 
 
 def test_search_items_give_each_method_its_options():
@@ -54,16 +58,18 @@ def test_search_items_give_each_method_its_options():
     items = {(i["key"]["method"], i["key"]["n"], i["key"]["seed"]): i
              for b in range(len([1 for d, _ in X.search_batches(config) if d == "inat18"]))
              for i in X.search_items(config, "inat18", b)}
-    iterative = items[("iterative_gga", 12, 1)]
+    iterative = items[("iterative_gga", 12, 1)]  # config.yaml: N in {3, 12}, 2 rounds, 2 updates, 40 steps
     assert iterative["function"] == "iterative_gga"
     assert {k: iterative["options"][k] for k in ("n", "k", "gamma", "seed", "phase_steps", "head_steps")} == {
-        "n": 12, "k": 4, "gamma": 0.6, "seed": 1, "phase_steps": 20, "head_steps": 4}
-    switch = items[("edge_switch", 3, 0)]["options"]
-    assert switch["steps"] == 40 and switch["candidates"] is None
-    taylor = items[("prune_taylor", 6, 0)]
+        "n": 12, "k": 6, "gamma": 0.6, "seed": 1, "phase_steps": 40, "head_steps": 4}
+    switch = items[("edge_switch", 12, 0)]
+    assert switch["options"]["steps"] == 40 and switch["options"]["candidates"] is None
+    assert switch["options"]["n"] == 12 and switch["names"] == ["edge_switch3_000", "edge_switch12_000"]
+    assert ("edge_switch", 3, 0) not in items
+    taylor = items[("prune_taylor", 3, 0)]
     assert taylor["function"] == "prune_regrow" and taylor["options"]["criterion"] == "taylor"
-    assert taylor["options"]["update_every"] == 10 and taylor["options"]["fraction"] == 0.3
-    assert items[("prune_magnitude", 6, 0)]["options"]["criterion"] == "magnitude"
+    assert taylor["options"]["update_every"] == 13 and taylor["options"]["fraction"] == 0.3
+    assert items[("prune_magnitude", 3, 0)]["options"]["criterion"] == "magnitude"
     assert iterative["lr_file"] == "results/lr/inat18/vit/adapters.json"
 
 
@@ -163,3 +169,14 @@ def test_a_run_whose_search_diverged_is_recorded_as_diverged(tmp_path):
     result = train_item({**item, "derived_file": str(derived), "folder": str(tmp_path / "run")})
     assert result["status"] == "diverged" and run.placement in result["error"] and result["metrics"] == {}
     assert not (tmp_path / "run").exists()  # nothing was trained
+
+
+def test_one_edge_switch_gives_every_n_its_top_edges():
+    from types import SimpleNamespace
+
+    from adapter_placement.pipeline import placements_of
+
+    ranked = [[3, 1, 0.9], [0, 2, 0.8], [4, 4, 0.5], [1, 0, 0.1]]
+    switch = SimpleNamespace(edges=[(3, 1), (0, 2), (4, 4)], details={"gate_probability": ranked})
+    assert placements_of(switch, [1, 3]) == [[[3, 1]], [[3, 1], [0, 2], [4, 4]]]
+    assert placements_of(SimpleNamespace(edges=[(2, 3), (0, 1)], details={}), [2]) == [[[2, 3], [0, 1]]]

@@ -64,9 +64,10 @@ def test_paper_dag_builds_offline_with_the_papers_job_counts(tmp_path):
     assert counts["fig3_runs"] == 7 * 81 * 3 == 1701  # Fig. 3: the stride-3 grid
     assert counts["table1_runs"] == 7 * 104 * 3 == 2184  # Table 1: FT, LP, PA, SA + 100 random
     assert counts["fig6c_runs"] == 4 * 3 * 2 == 24  # Fig. 6c: 4 ranks x 3 seeds x 2 methods
-    # beyond the paper: iNat18 and SST2 x (parallel_all + 4 N x 6 methods) x 3 seeds; 4 searches x 4 N x 3 seeds
+    # beyond the paper: iNat18 and SST2 x (parallel_all + 4 N x 6 methods) x 3 seeds; 3 searches x 4 N
+    # (iterative GGA, prune-and-regrow x 2 criteria) + 1 edge switch (it serves every N), x 3 seeds
     assert counts["search_runs"] == 2 * (1 + 4 * 6) * 3 == 150
-    assert counts["search_placements"] == 2 * 4 * 4 * 3 == 96
+    assert counts["search_placements"] == 2 * (3 * 4 + 1) * 3 == 78
     assert not list(tmp_path.glob("results/*")), "a dry run must not write results"
 
 

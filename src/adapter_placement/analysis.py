@@ -397,7 +397,7 @@ def search_run_costs(runs: pd.DataFrame, searches: list[Mapping], scores: Mappin
     """Each final run of the search experiment with its method, N and compute: selection (the
     search's own scoring and training phases, GGA's scoring, nothing for random and parallel_all)
     and the final training (measured seconds; analytic FLOPs of its steps, App. K)."""
-    by_name = {(s["key"]["dataset"], s["name"]): s for s in searches}
+    by_name = {(s["key"]["dataset"], name): s for s in searches for name in s.get("names", [s["name"]])}
     rows = []
     for run in runs.itertuples(index=False):
         method, n_text = run.group.rsplit("_", 1)

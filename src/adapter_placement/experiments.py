@@ -450,30 +450,46 @@ def derived_placement_file(results: str, run_dataset: str, model: str, name: str
 
 @dataclass(frozen=True)
 class Search:
-    """One placement search: ``method`` (a key of SEARCHED) choosing N edges on a dataset, seeded."""
+    """One placement search: ``method`` (a key of SEARCHED) choosing ``n`` edges on a dataset, seeded.
+
+    ``counts``: the N whose placements it gives. The edge switch trains the same gates whatever N is
+    (N only says how many of the ranked edges to keep), so one switch at the largest N serves every
+    N of the experiment; the other searches depend on N and serve one count each."""
 
     dataset: str
     model: str
     method: str
     n: int
     seed: int
+    counts: tuple = ()
 
     @property
     def name(self) -> str:
         return search_placement_name(self.method, self.n, self.seed)
 
+    @property
+    def names(self) -> list[str]:
+        return [search_placement_name(self.method, c, self.seed) for c in self.counts or (self.n,)]
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "counts": list(self.counts or (self.n,))}
 
 
 def dataset_searches(config: Mapping, dataset: str) -> list[Search]:
-    """The searches whose placements the search experiment trains on ``dataset``, in plan order."""
+    """The searches whose placements the search experiment trains on ``dataset``, in plan order
+    (one edge switch per seed, at the largest N)."""
     model = dataset_model(config, dataset)
-    found = []
+    wanted: dict[tuple[str, int], list[int]] = {}
     for run in plan_dataset(config, "search", dataset):
         match = SEARCH_NAME.match(run.placement)
         if match:
-            found.append(Search(dataset, model, match.group(1), int(match.group(2)), run.seed))
+            wanted.setdefault((match.group(1), run.seed), []).append(int(match.group(2)))
+    found = []
+    for (method, seed), counts in wanted.items():
+        if method == "edge_switch":
+            found.append(Search(dataset, model, method, max(counts), seed, tuple(sorted(counts))))
+        else:
+            found += [Search(dataset, model, method, c, seed, (c,)) for c in counts]
     return found
 
 
@@ -494,9 +510,9 @@ def search_batch_files(config: Mapping) -> list[str]:
 
 def search_file_of(config: Mapping, dataset: str, name: str) -> str:
     """The search batch JSON that holds placement ``name`` of ``dataset``."""
-    names = [s.name for s in dataset_searches(config, dataset)]
+    index = next(k for k, s in enumerate(dataset_searches(config, dataset)) if name in s.names)
     return search_batch_file(config["results"], dataset, dataset_model(config, dataset),
-                             names.index(name) // int(config["runs_per_job"]))
+                             index // int(config["runs_per_job"]))
 
 
 def search_item(config: Mapping, search: Search) -> dict:
@@ -516,7 +532,8 @@ def search_item(config: Mapping, search: Search) -> dict:
     else:
         options.update(steps=steps, update_every=max(1, steps // (int(spec["updates"]) + 1)),
                        fraction=float(spec["fraction"]))
-    return {"key": {"kind": "search", **search.to_dict()}, "name": search.name, "function": function,
+    return {"key": {"kind": "search", **search.to_dict()}, "name": search.name, "names": search.names,
+            "function": function,
             "options": options, "task": entry["task"], "model_spec": model_spec(config, search.model),
             "batch_size": int(entry["batch_size"]), "score_examples": int(entry["score_examples"]),
             "search_batches": spec.get("batches"), "data_seed": int(config["data_seed"]),

@@ -365,7 +365,8 @@ def search_batch(job: Mapping) -> dict:
     out = {"searches": []}
     for k, item in enumerate(items, 1):
         record = run_search_item(item)
-        out[item["name"]] = record["edges"]  # None when the search diverged: its run is recorded as such
+        # None when the search diverged: its runs are recorded as such
+        out.update(dict(zip(item["names"], record["placements"])))
         out["searches"].append(record)
         log(f"search {k}/{len(items)} {item['name']} on {item['key']['dataset']}: {record['status']}, "
             f"{record['edges']}, {record['seconds']['total']:.1f}s")
@@ -403,16 +404,27 @@ def run_search_item(item: Mapping) -> dict:
         try:
             result = run_search(item["function"], loaded.model, batches, score_batches=score_batches, **options)
         except NonFiniteLossError as error:
-            record = {"key": key, "name": item["name"], "status": "diverged", "error": str(error), "edges": None,
+            record = {"key": key, "name": item["name"], "names": item["names"], "status": "diverged",
+                      "error": str(error), "edges": None, "placements": [None] * len(item["names"]),
                       "seconds": {"total": math.nan}, "flops": {"total": math.nan}, "mlflow_run_id": run.run_id}
             run.log_json("search.json", record)
             return record
-        record = {"key": key, "name": item["name"], "status": "finished", **result.as_dict(), "lr": options["lr"],
+        record = {"key": key, "name": item["name"], "names": item["names"], "status": "finished",
+                  **result.as_dict(), "placements": placements_of(result, key["counts"]), "lr": options["lr"],
                   "mlflow_run_id": run.run_id}
         run.log_metrics({f"{part}_seconds": v for part, v in result.seconds.items()}, step=0)
         run.log_metrics({f"{part}_gflops": v / 1e9 for part, v in result.flops.items()}, step=0)
         run.log_json("search.json", record)
     return record
+
+
+def placements_of(result, counts: list[int]) -> list[list]:
+    """The placement of each count: the search's own edges, or (edge switch, several counts) the
+    first N of its edges ranked by gate probability."""
+    if len(counts) == 1:
+        return [[list(e) for e in result.edges]]
+    ranked = [[int(i), int(j)] for i, j, _ in result.details["gate_probability"]]
+    return [ranked[:count] for count in counts]
 
 
 # ---------------------------------------------------------------- tables, figures, report
