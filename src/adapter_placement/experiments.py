@@ -58,7 +58,6 @@ TRAINING_EXPERIMENTS = ("fig1", "fig3", "table1", "fig6ab", "fig6c", "table5", "
 SEARCHED = {"iterative_gga": ("iterative_gga", {}), "edge_switch": ("edge_switch", {}),
             "prune_magnitude": ("prune_regrow", {"criterion": "magnitude"}),
             "prune_taylor": ("prune_regrow", {"criterion": "taylor"})}
-SEARCH_METHODS = ("random", "parallel_all", "gga", *SEARCHED)
 LR_EXPERIMENT = "lr"  # the folder and MLflow experiment of the learning-rate trials
 
 
@@ -297,7 +296,8 @@ def search_gga_name(config: Mapping, n_adapters: int) -> str:
 
 
 def search_placement_name(method: str, n_adapters: int, seed: int) -> str:
-    """What search ``method`` chose for N adapters with ``seed`` (seeds search and training alike)."""
+    """What search ``method`` (or ``random``: draw ``seed``) chose for N adapters with ``seed``; the
+    seed of a run is its search's seed too."""
     return f"{method}{n_adapters}_{seed:03d}"
 
 
@@ -320,10 +320,9 @@ def plan_search(config: Mapping) -> list[Run]:
                 group = f"{method}_{n_adapters}"
                 if method == "gga":
                     runs += _adapter_runs(config, "search", d, [search_gga_name(config, n_adapters)], group=group)
-                    continue
-                name = (lambda s: f"random{n_adapters}_{s:03d}") if method == "random" else (
-                    lambda s: search_placement_name(method, n_adapters, s))
-                runs += [Run("search", d, name(s), s, model, rank=rank, group=group) for s in _seeds(config)]
+                else:
+                    runs += [Run("search", d, search_placement_name(method, n_adapters, s), s, model, rank=rank,
+                                 group=group) for s in _seeds(config)]
     return runs
 
 
