@@ -69,6 +69,7 @@ def test_search_items_give_each_method_its_options():
     taylor = items[("prune_taylor", 3, 0)]
     assert taylor["function"] == "prune_regrow" and taylor["options"]["criterion"] == "taylor"
     assert taylor["options"]["update_every"] == 13 and taylor["options"]["fraction"] == 0.3
+    assert taylor["options"]["fn"] == "frobenius" and iterative["options"]["fn"] == "srank"  # RigL regrows by magnitude
     assert items[("prune_magnitude", 3, 0)]["options"]["criterion"] == "magnitude"
     assert iterative["lr_file"] == "results/lr/inat18/vit/adapters.json"
 

@@ -530,7 +530,7 @@ def search_item(config: Mapping, search: Search) -> dict:
         options.update(steps=steps, candidates=spec.get("candidates"))
     else:
         options.update(steps=steps, update_every=max(1, steps // (int(spec["updates"]) + 1)),
-                       fraction=float(spec["fraction"]))
+                       fraction=float(spec["fraction"]), fn=spec["regrow_score"])
     return {"key": {"kind": "search", **search.to_dict()}, "name": search.name, "names": search.names,
             "function": function,
             "options": options, "task": entry["task"], "model_spec": model_spec(config, search.model),
