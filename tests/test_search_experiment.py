@@ -58,17 +58,17 @@ def test_search_items_give_each_method_its_options():
     items = {(i["key"]["method"], i["key"]["n"], i["key"]["seed"]): i
              for b in range(len([1 for d, _ in X.search_batches(config) if d == "inat18"]))
              for i in X.search_items(config, "inat18", b)}
-    iterative = items[("iterative_gga", 12, 1)]  # config.yaml: N in {3, 12}, 2 rounds, 2 updates, 40 steps
+    iterative = items[("iterative_gga", 12, 1)]  # config.yaml: N in {3, 12}, 2 rounds, 2 updates, 30 steps
     assert iterative["function"] == "iterative_gga"
     assert {k: iterative["options"][k] for k in ("n", "k", "gamma", "seed", "phase_steps", "head_steps")} == {
-        "n": 12, "k": 6, "gamma": 0.6, "seed": 1, "phase_steps": 40, "head_steps": 4}
+        "n": 12, "k": 6, "gamma": 0.6, "seed": 1, "phase_steps": 30, "head_steps": 3}
     switch = items[("edge_switch", 12, 0)]
-    assert switch["options"]["steps"] == 40 and switch["options"]["candidates"] is None
+    assert switch["options"]["steps"] == 30 and switch["options"]["candidates"] is None
     assert switch["options"]["n"] == 12 and switch["names"] == ["edge_switch3_000", "edge_switch12_000"]
     assert ("edge_switch", 3, 0) not in items
     taylor = items[("prune_taylor", 3, 0)]
     assert taylor["function"] == "prune_regrow" and taylor["options"]["criterion"] == "taylor"
-    assert taylor["options"]["update_every"] == 13 and taylor["options"]["fraction"] == 0.3
+    assert taylor["options"]["update_every"] == 10 and taylor["options"]["fraction"] == 0.3
     assert taylor["options"]["fn"] == "frobenius" and iterative["options"]["fn"] == "srank"  # RigL regrows by magnitude
     assert items[("prune_magnitude", 3, 0)]["options"]["criterion"] == "magnitude"
     assert iterative["lr_file"] == "results/lr/inat18/vit/adapters.json"
