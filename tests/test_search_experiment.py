@@ -156,6 +156,9 @@ def test_report_says_where_a_method_beats_gga():
     # parallel_all has one N (2L): it is compared with GGA's largest N
     parallel = report.search_comparison(table, "parallel_all")["points"]
     assert [(p["n"], p["gga_n"], p["diff"], p["clear"]) for p in parallel] == [(12, 6, -2.0, True)]
+    table.loc[table.method == "parallel_all", "mean"] = 62.0
+    assert "beats GGA at 1 of 1 points: d N=12 (+2.0); it is never behind" in report.search_paragraph(
+        report.search_comparison(table, "parallel_all"))
     assert "no point to compare" in report.search_paragraph(report.search_comparison(table, "edge_switch"))
 
 

@@ -363,8 +363,9 @@ def search_paragraph(comparison: dict) -> str:
     losses = [p for p in points if p["diff"] <= 0]
     seconds = float(np.median([p["seconds_ratio"] for p in points]))
     gflops = float(np.median([p["gflops_ratio"] for p in points]))
-    return (f"**{name}** beats GGA at {len(wins)} of {len(points)} points: {where(wins)}; it does not at "
-            f"{where(losses)} (test accuracy difference in points; 'within noise' when it is smaller than the two "
+    behind = f"it does not at {where(losses)}" if losses else "it is never behind"
+    return (f"**{name}** beats GGA at {len(wins)} of {len(points)} points: {where(wins)}; {behind} "
+            f"(test accuracy difference in points; 'within noise' when it is smaller than the two "
             f"seed stds together). Its selection plus training costs {seconds:.2f}x GGA's measured seconds and "
             f"{gflops:.2f}x its analytic FLOPs (median over the points).")
 
