@@ -514,7 +514,7 @@ with SnakemakeApi() as api:
     print(json.dumps({r.name: r.shellcmd or "" for r in wf._workflow.rules}))
 """
 # `python -m adapter_placement.pipeline <command>`: the commands that train or compute gradient scores
-GPU_COMMANDS = {"train-batch", "pretrain", "scores"}
+GPU_COMMANDS = {"train-batch", "pretrain", "scores", "search-batch"}
 
 
 @pytest.mark.skipif(not (REPO / TINY_CONFIG).exists(), reason=f"{TINY_CONFIG} does not exist yet")
