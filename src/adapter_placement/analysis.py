@@ -405,15 +405,15 @@ def search_run_costs(runs: pd.DataFrame, searches: list[Mapping], scores: Mappin
         tokens = arch.tokens or scores[run.dataset]["tokens_per_example"]
         recurrent = any(i > j for i, j in run.edges)
         step = pass_flops(arch, batch_sizes[run.dataset], tokens, run.n_adapters, first_pass=recurrent)
+        found = by_name.get((run.dataset, run.placement))
         selection = (0.0, 0.0)
         if method == "gga":
             selection = gga_selection_cost(scores[run.dataset], arch, batch_sizes[run.dataset])
-        elif (run.dataset, run.placement) in by_name:
-            found = by_name[(run.dataset, run.placement)]
+        elif found is not None:
             selection = (found["seconds"]["total"], found["flops"]["total"])
         rows.append({"dataset": run.dataset, "method": method, "n_adapters": int(n_text), "seed": run.seed,
                      "test_accuracy": run.test_accuracy, "run_id": run.run_id,
-                     "search_run_id": by_name.get((run.dataset, run.placement), {}).get("mlflow_run_id", ""),
+                     "search_run_id": found["mlflow_run_id"] if found is not None else "",
                      "selection_seconds": selection[0], "training_seconds": run.seconds,
                      "selection_gflops": selection[1] / 1e9, "training_gflops": run.steps * step / 1e9})
     return pd.DataFrame(rows)
