@@ -133,8 +133,9 @@ def test_graph_properties_and_adapter_call(vit):
 
 
 @pytest.mark.parametrize("family", ["vit", "bert", "roberta"])
-@pytest.mark.parametrize("edges, node", [([(3, 5), (6, 4)], 2), ([(5, 6)], 4), ([(2, 2), (1, 4)], 0), ([(2, 5)], 4),
-                                         ([(0, 4)], 2), ([(1, 6), (4, 3)], 2), ([(5, 3), (5, 6)], 2),
+@pytest.mark.parametrize("edges, node", [([(3, 5), (6, 4)], 4), ([(5, 6)], 6), ([(2, 2), (1, 4)], 2), ([(2, 5)], 4),
+                                         ([(0, 4)], 4), ([(1, 6), (4, 3)], 2), ([(5, 3), (5, 6)], 2),
+                                         ([(6, 6), (2, 6)], 6), ([(3, 2), (1, 2), (2, 2)], 2), ([], 6),
                                          ([(4, 0)], None)])
 def test_skipping_the_frozen_prefix_gives_the_same_output(family, edges, node, images, text_batch):
     model = small_vit() if family == "vit" else small_text_model(family)
@@ -147,17 +148,54 @@ def test_skipping_the_frozen_prefix_gives_the_same_output(family, edges, node, i
             graph(*args, prefix=torch.zeros(1), **kwargs)
         return
     # sources before the prefix come from the first pass; node 5 of [(5, 3), (5, 6)] must not
-    # (an adapter changes it): the uncached pass is the reference for both
-    cached = graph.compute_first_pass(*args, nodes=[node] + graph.first_pass_sources(prefix=True), **kwargs)
+    # (an adapter changes it): the uncached pass is the reference for both. The pass starts from
+    # z_node, the prefix node before its sub-layer closes it (post-LN: before the LayerNorm).
+    cached, pre = graph.plain_pass(*args, nodes=graph.first_pass_sources(prefix=True), pre_nodes=[node], **kwargs)
     logits = lambda out: out if torch.is_tensor(out) else out.logits  # noqa: E731
     with torch.no_grad():
         full = logits(graph(*args, **kwargs))
-        skipped = logits(graph(*args, first_pass=cached, prefix=cached[node], **kwargs))
+        skipped = logits(graph(*args, first_pass=cached, prefix=pre[node], **kwargs))
         # the skipped blocks really are skipped: a wrong prefix changes the result
-        wrong = logits(graph(*args, first_pass=cached, prefix=torch.randn_like(cached[node]), **kwargs))
+        wrong = logits(graph(*args, first_pass=cached, prefix=torch.randn_like(pre[node]), **kwargs))
     torch.testing.assert_close(skipped, full, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(wrong, full, atol=1e-3)
     assert len(graph.backbone.model.base_model.encoder.layer if family != "vit" else model.blocks) == 3
+
+
+def test_the_pass_from_the_prefix_runs_only_the_blocks_after_it(vit, images):
+    """An adapter into node 4 (block 1's output): the pass starts at block 2, the blocks before
+    it never run, and the adapter is added to the cached z_4 at the start."""
+    graph = AdapterGraph(vit, [(4, 4)], rank=2)
+    randomise(graph)
+    assert graph.prefix_node == 4
+    _, pre = graph.plain_pass(images, pre_nodes=[4])
+    calls = []
+    handles = [block.register_forward_hook(lambda *_, b=b: calls.append(b)) for b, block in enumerate(vit.blocks)]
+    try:
+        with torch.no_grad():
+            out = graph(images, prefix=pre[4])
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == [2]
+    with torch.no_grad():
+        torch.testing.assert_close(out, graph(images), rtol=1e-5, atol=1e-6)
+
+
+def test_the_plain_pass_pre_values(images, text_batch):
+    """z_j is node j itself in a pre-LN ViT; in a post-LN BERT node j is LayerNorm(z_j)."""
+    vit = small_vit()
+    graph = AdapterGraph(vit, [], rank=2)
+    nodes, pre = graph.plain_pass(images, nodes=[2, 4], pre_nodes=[2, 4])
+    for j in (2, 4):
+        torch.testing.assert_close(pre[j], nodes[j], rtol=0, atol=0)
+    bert = AdapterGraph(small_text_model("bert"), [], rank=2)
+    nodes, pre = bert.plain_pass(**text_batch, nodes=[2, 3], pre_nodes=[2, 3])
+    layer = bert.model.base_model.encoder.layer[0]
+    with torch.no_grad():
+        torch.testing.assert_close(layer.output.LayerNorm(pre[2]), nodes[2])
+        torch.testing.assert_close(bert.model.base_model.encoder.layer[1].attention.output.LayerNorm(pre[3]), nodes[3])
+    assert not torch.allclose(pre[2], nodes[2])
 
 
 def test_the_first_pass_stops_after_the_last_wanted_node(vit, images):

@@ -35,6 +35,17 @@ def config(model, tmp_path, **overrides):
     return TrainConfig(**{**base, **overrides})
 
 
+def test_a_cached_linear_probe_trains_the_head_on_the_last_node(tiny_vit, tmp_path):
+    """A linear probe is the graph without adapters: with the cache, only the head runs."""
+    lp = dict(method="linear_probe", edges=[])
+    plain = train(config(tiny_vit, tmp_path, **lp), tmp_path / "plain")
+    cached = train(config(tiny_vit, tmp_path, prefix_cache=True, **lp), tmp_path / "cached")
+    assert cached["val_accuracy"] == pytest.approx(plain["val_accuracy"], abs=1e-9)
+    assert cached["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-4)
+    last = 2 * 3  # tiny_vit has 3 blocks
+    assert sorted(p.name for p in (tmp_path / "cache").rglob("*.pt")) == [f"pre{last}.pt"] * 2
+
+
 def test_same_seed_same_metrics(tiny_vit, tmp_path):
     a = train(config(tiny_vit, tmp_path), tmp_path / "a")
     b = train(config(tiny_vit, tmp_path), tmp_path / "b")
@@ -51,8 +62,9 @@ def test_prefix_cache_gives_the_same_run(tiny_vit, tmp_path):
     cached = train(config(tiny_vit, tmp_path, prefix_cache=True), tmp_path / "cached")
     assert cached["val_accuracy"] == pytest.approx(plain["val_accuracy"], abs=1e-9)
     assert cached["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-4)
-    files = sorted(p.name for p in (tmp_path / "cache").rglob("node*.pt"))
-    assert files == ["node2.pt", "node2.pt", "node6.pt", "node6.pt"]  # prefix node + recurrent source, 2 splits
+    files = sorted(p.name for p in (tmp_path / "cache").rglob("*.pt"))
+    # the recurrent source (node 6) and the start of the pass (z_2: the first target is 3), 2 splits
+    assert files == ["node6.pt", "node6.pt", "pre2.pt", "pre2.pt"]
     wa, wb = load_file(tmp_path / "plain/adapters.safetensors"), load_file(tmp_path / "cached/adapters.safetensors")
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)

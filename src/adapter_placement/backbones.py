@@ -163,21 +163,54 @@ def _post_ln_hooks(model, on_add: OnAdd, on_node: OnNode) -> list:
     return handles
 
 
-@contextmanager
-def start_at_block(backbone: Backbone, block: int, hidden: torch.Tensor) -> Iterator[None]:
-    """Run the model's own forward from ``block`` on, with ``hidden`` as that block's input.
+def closing_norm(backbone: Backbone, j: int) -> Optional[nn.Module]:
+    """The LayerNorm whose output is node j in a post-LN model (None for a pre-LN ViT, where
+    node j is the residual sum itself): node j = norm(z_j + adapters)."""
+    if backbone.family == VIT:
+        return None
+    base = backbone.model.base_model
+    if j == 0:
+        return base.embeddings.LayerNorm
+    layer = base.encoder.layer[(j - 1) // 2]
+    return layer.attention.output.LayerNorm if j % 2 else layer.output.LayerNorm
 
-    The blocks before it are left out of the model's block list for the duration, and the input
-    that reaches ``block`` is replaced by ``hidden`` (node ``2 * block``, e.g. from a cache). The
-    embedding layer still runs (it is cheap) so that the model builds its own attention masks.
+
+def close_node(backbone: Backbone, j: int, residual: torch.Tensor) -> torch.Tensor:
+    """Node j's value from its residual sum (z_j plus the adapters into j), as the sub-layer that
+    ends at node j computes it. Called outside ``tap_nodes``: the norm's hooks must not add again."""
+    norm = closing_norm(backbone, j)
+    return residual if norm is None else norm(residual)
+
+
+@contextmanager
+def start_at_node(backbone: Backbone, node: int, hidden: torch.Tensor) -> Iterator[None]:
+    """Run the model's own forward from block input ``node`` (even) on, with ``hidden`` its value.
+
+    The blocks before it are left out of the model's block list for the duration, and the value
+    that reaches block ``node // 2`` is replaced by ``hidden`` (e.g. from a cache). With
+    ``node = 2L`` no block runs and ``hidden`` goes straight to what follows the blocks (the
+    final norm, the pooler, the head). The embedding layer still runs (it is cheap) so that the
+    model builds its own attention masks.
     """
-    owner, name = ((backbone.model, "blocks") if backbone.family == VIT
-                   else (backbone.model.base_model.encoder, "layer"))
+    if node % 2 or not 0 <= node < backbone.num_nodes:
+        raise ValueError(f"a pass starts at a block input, an even node in 0..{backbone.num_nodes - 1}, "
+                         f"got {node}")
+    block = node // 2
+    vit = backbone.family == VIT
+    owner, name = ((backbone.model, "blocks") if vit else (backbone.model.base_model.encoder, "layer"))
     blocks = getattr(owner, name)
-    if not 0 <= block < len(blocks):
-        raise ValueError(f"block must be in 0..{len(blocks) - 1}, got {block}")
-    first = blocks[block]
-    handle = first.register_forward_pre_hook(lambda _m, args: (hidden,) + tuple(args[1:]), prepend=True)
+    if block < len(blocks):
+        handle = blocks[block].register_forward_pre_hook(lambda _m, args: (hidden,) + tuple(args[1:]),
+                                                         prepend=True)
+    elif vit:  # timm's forward_features always calls norm after the blocks (an Identity if unused)
+        handle = backbone.model.norm.register_forward_pre_hook(lambda _m, args: (hidden,) + tuple(args[1:]),
+                                                               prepend=True)
+    else:  # an encoder without layers returns its input
+        def replace(_m, args, kwargs):
+            if "hidden_states" in kwargs:
+                return args, {**kwargs, "hidden_states": hidden}
+            return (hidden,) + tuple(args[1:]), kwargs
+        handle = owner.register_forward_pre_hook(replace, prepend=True, with_kwargs=True)
     kept = list(blocks)[block:]
     setattr(owner, name, nn.Sequential(*kept) if isinstance(blocks, nn.Sequential) else nn.ModuleList(kept))
     try:

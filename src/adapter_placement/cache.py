@@ -6,7 +6,9 @@ function of the example. A single-adapter sweep (hundreds of runs on one dataset
 once, here, and each run starts its forward at ``graph.prefix_node``. The math is the graph's own:
 ``graph(x, prefix=..., first_pass=...)`` equals ``graph(x)`` (tests/test_train.py checks it).
 
-Layout: ``<root>/<model>/<task>-data<seed>/<split>/node<k>.pt``, one tensor (examples, tokens, d).
+Layout: ``<root>/<model>/<task>-data<seed>/<split>/node<k>.pt`` (node k's value) and ``pre<k>.pt``
+(z_k, node k before its sub-layer closes it: the start of a pass), one tensor (examples, tokens, d)
+each.
 """
 from __future__ import annotations
 
@@ -37,38 +39,44 @@ class NodeCache:
         self.graph, self.task, self.batch_size = graph, task, batch_size
         self.prefix_node = graph.prefix_node or None  # starting at block 0 skips nothing: no cache
         self.sources = graph.first_pass_sources(prefix=self.prefix_node is not None)
-        self.nodes = sorted(set(self.sources) | ({self.prefix_node} - {None}))
+        self.files = [f"node{k}" for k in self.sources] + ([] if self.prefix_node is None
+                                                           else [f"pre{self.prefix_node}"])
         self.folder = Path(root) / model_key(model_spec) / f"{task.name}-data{data_seed}"
-        self._values: dict[str, dict[int, torch.Tensor]] = {}
+        self._values: dict[str, dict[str, torch.Tensor]] = {}
 
     def extras(self, split: str, index: torch.Tensor) -> dict:
         """Keyword arguments for ``graph(...)`` for the examples ``index`` of ``split``."""
         values = self.values(split)
         extras = {}
         if self.prefix_node is not None:
-            extras["prefix"] = values[self.prefix_node][index]
+            extras["prefix"] = values[f"pre{self.prefix_node}"][index]
         if self.sources:
-            extras["first_pass"] = {i: values[i][index] for i in self.sources}
+            extras["first_pass"] = {i: values[f"node{i}"][index] for i in self.sources}
         return extras
 
-    def values(self, split: str) -> dict[int, torch.Tensor]:
+    def values(self, split: str) -> dict[str, torch.Tensor]:
         if split not in self._values:
-            paths = {k: self.folder / split.replace("+", "_") / f"node{k}.pt" for k in self.nodes}
-            missing = [k for k, p in paths.items() if not p.exists()]
+            paths = {name: self.folder / split.replace("+", "_") / f"{name}.pt" for name in self.files}
+            missing = [name for name, p in paths.items() if not p.exists()]
             if missing:
-                for k, value in self._compute(split, missing).items():
-                    atomic.torch_save(paths[k], value)
-            self._values[split] = {k: torch.load(p, weights_only=True) for k, p in paths.items()}
+                for name, value in self._compute(split, missing).items():
+                    atomic.torch_save(paths[name], value)
+            self._values[split] = {name: torch.load(p, weights_only=True) for name, p in paths.items()}
         return self._values[split]
 
     @torch.no_grad()
-    def _compute(self, split: str, nodes: list[int]) -> dict[int, torch.Tensor]:
+    def _compute(self, split: str, names: list[str]) -> dict[str, torch.Tensor]:
+        nodes = [int(n[4:]) for n in names if n.startswith("node")]
+        pre_nodes = [int(n[3:]) for n in names if n.startswith("pre")]
         inputs, labels = self.task.tensors(split)
-        parts: dict[int, list[torch.Tensor]] = {k: [] for k in nodes}
+        parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
         for start in range(0, len(labels), self.batch_size):
             index = torch.arange(start, min(start + self.batch_size, len(labels)))
             batch = index_inputs(inputs, index)
             args, kwargs = ((), batch) if isinstance(batch, dict) else ((batch,), {})
-            for k, value in self.graph.compute_first_pass(*args, nodes=nodes, **kwargs).items():
-                parts[k].append(value.cpu())
-        return {k: torch.cat(v) for k, v in parts.items()}
+            values, pre_values = self.graph.plain_pass(*args, nodes=nodes, pre_nodes=pre_nodes, **kwargs)
+            for k, value in values.items():
+                parts[f"node{k}"].append(value.cpu())
+            for k, value in pre_values.items():
+                parts[f"pre{k}"].append(value.cpu())
+        return {name: torch.cat(v) for name, v in parts.items()}

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .adapters import check_adapter_args, make_adapter
-from .backbones import OnAdd, OnNode, describe, start_at_block, tap_nodes
+from .backbones import OnAdd, OnNode, close_node, describe, start_at_node, tap_nodes
 from .placements import Edge, check_edges
 
 FirstPass = Union[Mapping[int, torch.Tensor], Sequence[torch.Tensor]]
@@ -131,36 +131,53 @@ class AdapterGraph(nn.Module):
         self.model.eval()  # the frozen backbone is deterministic (see class docstring)
         return self
 
-    @torch.no_grad()
     def compute_first_pass(self, *args, nodes: Optional[Iterable[int]] = None, **kwargs) -> dict[int, torch.Tensor]:
         """Node values of the plain frozen backbone (no adapters): the sources of recurrent edges.
 
         ``nodes`` picks which to keep (default: the recurrent sources of this graph). Hand the
         result back as ``graph(..., first_pass=...)`` to skip the extra pass, e.g. from a cache.
         """
-        keep = set(self.recurrent_sources if nodes is None else nodes)
+        keep = self.recurrent_sources if nodes is None else nodes
+        return self.plain_pass(*args, nodes=keep, **kwargs)[0]
+
+    @torch.no_grad()
+    def plain_pass(self, *args, nodes: Iterable[int] = (), pre_nodes: Iterable[int] = (),
+                   **kwargs) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+        """One pass of the plain frozen backbone: the values of ``nodes``, and of ``pre_nodes``
+        before the sub-layer closes them (z_j: what ``prefix`` takes). It stops after the last one."""
+        keep, keep_pre = set(nodes), set(pre_nodes)
         values: dict[int, torch.Tensor] = {}
-        if not keep:
-            return values
+        pre_values: dict[int, torch.Tensor] = {}
+
+        def check_done():
+            if len(values) == len(keep) and len(pre_values) == len(keep_pre):
+                raise _PassDone  # the blocks after the last wanted node change nothing here
+
+        def on_add(j, pre):
+            if j in keep_pre:
+                pre_values[j] = pre().detach()
+                check_done()
 
         def on_node(j, x):
             if j in keep:
                 values[j] = x.detach()
-                if len(values) == len(keep):
-                    raise _PassDone  # the blocks after the last wanted node change nothing here
+                check_done()
 
-        try:
-            with tap_nodes(self.backbone, lambda j, pre: None, on_node):
-                self.model(*args, **kwargs)
-        except _PassDone:
-            pass
-        return values
+        if keep or keep_pre:
+            try:
+                with tap_nodes(self.backbone, on_add, on_node):
+                    self.model(*args, **kwargs)
+            except _PassDone:
+                pass
+        return values, pre_values
 
     def forward(self, *args, first_pass: Optional[FirstPass] = None,
                 prefix: Optional[torch.Tensor] = None, **kwargs):
         """``first_pass``: the recurrent sources (``compute_first_pass``), computed here if None.
-        ``prefix``: the plain backbone's value of node ``self.prefix_node``, e.g. from a cache;
-        the blocks before it are then skipped, since no adapter can change them."""
+        ``prefix``: z_p, the plain backbone's value of node p = ``self.prefix_node`` before the
+        sub-layer that ends there closes it (``plain_pass(pre_nodes=[p])``), e.g. from a cache.
+        The pass then starts at node p, with the adapters into p added to ``prefix``: the blocks
+        before p are skipped, since no adapter can change them."""
         if prefix is not None and self.prefix_node is None:
             raise ValueError("an adapter touches node 0, so there is no frozen prefix to skip")
         from_first_pass = set(self.first_pass_sources(prefix is not None))
@@ -192,23 +209,32 @@ class AdapterGraph(nn.Module):
                 total = extra if total is None else total + extra
             return total
 
-        skip = (nullcontext() if prefix is None
-                else start_at_block(self.backbone, self.prefix_node // 2, prefix))
+        skip = nullcontext()
+        if prefix is not None:
+            p = self.prefix_node
+            added = on_add(p, lambda: prefix)
+            hidden = close_node(self.backbone, p, prefix if added is None else prefix + added)
+            if p == self.num_nodes - 1:
+                on_node(p, hidden)  # no block runs, so no block hook reports it
+            skip = start_at_node(self.backbone, p, hidden)
         with tap_nodes(self.backbone, on_add, on_node), skip:
             return self.model(*args, **kwargs)
 
 
 def frozen_prefix_node(edges: list[Edge], num_nodes: int) -> Optional[int]:
-    """The last block input (an even node) that no adapter can change, or None if that is none.
+    """The node where a pass can start, or None if an adapter touches node 0.
 
-    Blocks before it compute the same values with or without the adapters: the first add into a
-    node j happens inside the block that starts at node 2 * ((j - 1) // 2). Sources before it are
-    plain-backbone values too (``AdapterGraph.skipped_sources``), read from the first pass.
+    A pass starts at a block input (an even node p) from z_p, its plain-backbone value before any
+    adapter adds to it: every node before the first target j, and z_j itself, are those of the
+    frozen backbone. So p = j for an even j (the adapters into j are added at the start) and the
+    block input j - 1 for an odd j. Sources before p are plain-backbone values too
+    (``AdapterGraph.skipped_sources``), read from the first pass.
     """
     targets = [e.j for e in edges] or [num_nodes - 1]
-    if min(targets) == 0:
+    first = min(targets)
+    if first == 0:
         return None
-    return 2 * ((min(targets) - 1) // 2)
+    return first - first % 2
 
 
 class _PassDone(Exception):

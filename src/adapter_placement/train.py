@@ -111,7 +111,9 @@ class TrainConfig:
 def build_network(cfg: TrainConfig, model: nn.Module) -> tuple[nn.Module, list[nn.Parameter]]:
     """The network to train and its trainable parameters, for each method."""
     head = describe(model).head
-    if cfg.method == "adapters":
+    if cfg.method in ("adapters", "linear_probe"):
+        # a linear probe is the graph without adapters: the same frozen backbone (eval mode,
+        # dropout off), and with the prefix cache its head trains on the cached last node
         graph = AdapterGraph(model, cfg.edges, cfg.rank, cfg.activation, cfg.adapter_kind)
         return graph, list(graph.adapter_parameters()) + list(graph.head_parameters())
     for p in model.parameters():
