@@ -46,6 +46,33 @@ def test_a_cached_linear_probe_trains_the_head_on_the_last_node(tiny_vit, tmp_pa
     assert sorted(p.name for p in (tmp_path / "cache").rglob("*.pt")) == [f"pre{last}.pt"] * 2
 
 
+def test_prefetching_the_cache_for_a_batch_takes_one_pass_per_split(tiny_vit, tmp_path, monkeypatch):
+    """A batch of runs fills the cache together: the files each run needs, in one plain pass per
+    split, equal to what each run computes on its own."""
+    from adapter_placement import graph as graph_module
+    from adapter_placement.train import prefetch_nodes
+
+    edges = [[(2, 5)], [(6, 3)], [(4, 4), (1, 6)], [(5, 2)]]
+    sizes = {"train": 300, "val": 60, "test": 60}
+    cfgs = [config(tiny_vit, tmp_path, edges=e, prefix_cache=True, cache_dir=str(tmp_path / "together"),
+                   data_sizes=sizes) for e in edges]
+    passes = []
+    plain_pass = graph_module.AdapterGraph.plain_pass
+    monkeypatch.setattr(graph_module.AdapterGraph, "plain_pass",
+                        lambda self, *a, **k: passes.append(1) or plain_pass(self, *a, **k))
+    prefetch_nodes(cfgs)
+    assert len(passes) == 2 + 1  # batches of 256 (eval_batch_size): 2 of train, 1 of val
+    together = {p.relative_to(tmp_path / "together"): p for p in (tmp_path / "together").rglob("*.pt")}
+    # sources before the start (1, 2) and recurrent ones (5, 6); the starts z_2 and z_4
+    assert sorted(p.name for p in together) == sorted(["node1.pt", "node2.pt", "node5.pt", "node6.pt", "pre2.pt", "pre4.pt"] * 2)
+    monkeypatch.setattr(graph_module.AdapterGraph, "plain_pass", plain_pass)
+    for e in edges:  # one by one into another folder: the same tensors
+        train(config(tiny_vit, tmp_path, edges=e, prefix_cache=True, cache_dir=str(tmp_path / "alone"), steps=1,
+                     data_sizes=sizes), tmp_path / f"alone-{e}")
+    for rel, path in together.items():
+        torch.testing.assert_close(torch.load(path), torch.load(tmp_path / "alone" / rel), rtol=0, atol=0)
+
+
 def test_same_seed_same_metrics(tiny_vit, tmp_path):
     a = train(config(tiny_vit, tmp_path), tmp_path / "a")
     b = train(config(tiny_vit, tmp_path), tmp_path / "b")

@@ -54,14 +54,21 @@ class NodeCache:
             extras["first_pass"] = {i: values[f"node{i}"][index] for i in self.sources}
         return extras
 
+    def path(self, split: str, name: str) -> Path:
+        return self.folder / split.replace("+", "_") / f"{name}.pt"
+
+    def fill(self, split: str, names) -> None:
+        """Compute the files ``names`` of ``split`` that are not on disk, in one plain pass."""
+        missing = [name for name in dict.fromkeys(names) if not self.path(split, name).exists()]
+        if missing:
+            for name, value in self._compute(split, missing).items():
+                atomic.torch_save(self.path(split, name), value)
+
     def values(self, split: str) -> dict[str, torch.Tensor]:
         if split not in self._values:
-            paths = {name: self.folder / split.replace("+", "_") / f"{name}.pt" for name in self.files}
-            missing = [name for name, p in paths.items() if not p.exists()]
-            if missing:
-                for name, value in self._compute(split, missing).items():
-                    atomic.torch_save(paths[name], value)
-            self._values[split] = {name: torch.load(p, weights_only=True) for name, p in paths.items()}
+            self.fill(split, self.files)
+            self._values[split] = {name: torch.load(self.path(split, name), weights_only=True)
+                                   for name in self.files}
         return self._values[split]
 
     @torch.no_grad()
@@ -80,3 +87,16 @@ class NodeCache:
             for k, value in pre_values.items():
                 parts[f"pre{k}"].append(value.cpu())
         return {name: torch.cat(v) for name, v in parts.items()}
+
+
+def fill_together(caches: list[NodeCache], splits) -> None:
+    """Every file that any of ``caches`` (one model, task and folder) needs, one pass per split:
+    a batch of runs filling the cache run by run would pass once per new node."""
+    if not caches:
+        return
+    folders = {c.folder for c in caches}
+    if len(folders) > 1:
+        raise ValueError(f"caches of one model and task fill together, got folders {sorted(map(str, folders))}")
+    names = [name for c in caches for name in c.files]
+    for split in splits:
+        caches[0].fill(split, names)

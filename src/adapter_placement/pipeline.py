@@ -135,13 +135,19 @@ def pretrain(job: Mapping) -> dict:
 def train_batch(job: Mapping) -> dict:
     """Train the runs (or lr trials) of one job, one after the other in this process, and write
     the batch JSON: each run's key, folder, edges, lr, steps and metrics. A finished run is not
-    redone (``train`` returns its metrics); a run whose loss diverges is recorded as such."""
+    redone (``train`` returns its metrics); a run whose loss diverges is recorded as such. The
+    prefix cache is filled for all runs of the job first, one pass per split."""
+    from .train import prefetch_nodes
+
     set_threads(job.get("threads"))
     items = job["spec"]["items"]
+    resolved = [resolve_item(item) for item in items]
+    prefetch_nodes(cfg for cfg, record in resolved
+                   if cfg is not None and not (Path(record["folder"]) / "metrics.json").exists())
     results = []
-    for k, item in enumerate(items, 1):
+    for k, (item, (cfg, record)) in enumerate(zip(items, resolved), 1):
         started = time.perf_counter()
-        result = train_item(item)
+        result = record if cfg is None else train_resolved(cfg, record)
         status = result["status"]
         accuracy = result["metrics"].get("test_accuracy", result["metrics"].get("val_accuracy"))
         log(f"run {k}/{len(items)} {item['folder']}: {status}, accuracy {accuracy}, "
@@ -152,29 +158,42 @@ def train_batch(job: Mapping) -> dict:
     return batch
 
 
-def train_item(item: Mapping) -> dict:
-    """One run: resolve its edges (and lr, steps from the selection), then ``train``."""
+def resolve_item(item: Mapping) -> tuple:
+    """A run's TrainConfig (its edges, and lr and steps from the selection) and its record, or
+    (None, the finished record) when the search that chooses its placement diverged."""
     from .experiments import placement_edges
-    from .train import NonFiniteLossError, TrainConfig, train
+    from .train import TrainConfig
 
     fields = dict(item["fields"])
     derived = read_json(item["derived_file"]) if item.get("derived_file") else None
     if derived is not None and item["placement"] in derived and derived[item["placement"]] is None:
-        return {"key": item["key"], "folder": item["folder"], "edges": [], "lr": None, "steps": 0,
-                "status": "diverged", "error": f"the search that chooses {item['placement']} diverged", "metrics": {}}
+        return None, {"key": item["key"], "folder": item["folder"], "edges": [], "lr": None, "steps": 0,
+                      "status": "diverged", "error": f"the search that chooses {item['placement']} diverged",
+                      "metrics": {}}
     edges = placement_edges(item["placement"], item["num_nodes"], derived)
     if item.get("lr_file"):
         chosen = read_json(item["lr_file"])
         fields.update(lr=chosen["lr"], steps=chosen["steps"])
     cfg = TrainConfig(edges=edges, **fields)
-    record = {"key": item["key"], "folder": item["folder"], "edges": [list(e) for e in edges],
-              "lr": cfg.lr, "steps": cfg.steps}
+    return cfg, {"key": item["key"], "folder": item["folder"], "edges": [list(e) for e in edges],
+                 "lr": cfg.lr, "steps": cfg.steps}
+
+
+def train_resolved(cfg, record: Mapping) -> dict:
+    from .train import NonFiniteLossError, train
+
     try:
-        metrics = train(cfg, item["folder"])
+        metrics = train(cfg, record["folder"])
     except NonFiniteLossError as error:
         return {**record, "status": "diverged", "error": str(error), "metrics": {}}
     metrics = {k: v for k, v in metrics.items() if k != "config"}
     return {**record, "status": "finished", "metrics": metrics}
+
+
+def train_item(item: Mapping) -> dict:
+    """One run: resolve its edges (and lr, steps from the selection), then ``train``."""
+    cfg, record = resolve_item(item)
+    return record if cfg is None else train_resolved(cfg, record)
 
 
 def select_lr(job: Mapping) -> dict:

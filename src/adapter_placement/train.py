@@ -37,7 +37,7 @@ from torch import nn
 from . import atomic
 from .adapters import check_adapter_args
 from .backbones import call_model, describe, logits_of
-from .cache import NodeCache
+from .cache import NodeCache, fill_together
 from .data import InMemoryTask, index_inputs
 from .graph import AdapterGraph
 
@@ -185,6 +185,25 @@ def train(cfg: TrainConfig, out_dir) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     with _tracked(cfg, out) as run:
         return _train(cfg, out, net, params, task, loaded.modality, run)
+
+
+def prefetch_nodes(cfgs) -> None:
+    """Fill the prefix cache for several runs before they start: one plain pass per dataset and
+    split computes every node any of them reads (``train`` alone fills it run by run)."""
+    from .models import load_model
+
+    groups: dict[tuple, list[TrainConfig]] = {}
+    for cfg in cfgs:
+        if cfg.prefix_cache and cfg.method != "full_ft":
+            key = (cfg.dataset, cfg.model, cfg.data_seed, cfg.data_dir, json.dumps(cfg.data_sizes), cfg.cache_dir)
+            groups.setdefault(key, []).append(cfg)
+    for group in groups.values():
+        cfg = group[0]
+        loaded = load_model(cfg.model, num_classes_of(cfg.dataset))
+        task = _load_task(cfg, loaded)
+        caches = [_node_cache(c, AdapterGraph(loaded.model, c.edges, rank=1), task) for c in group]
+        splits = dict.fromkeys(s for c in group for s in (c.train_split, *c.eval_splits))
+        fill_together([c for c in caches if c is not None and c.files], splits)
 
 
 def _train(cfg, out, net, params, task, modality, run) -> dict:
