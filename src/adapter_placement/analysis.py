@@ -503,8 +503,7 @@ def build_table(name: str, context: Mapping, inputs: Mapping) -> pd.DataFrame:
     if name == "table8":
         return table8(load_runs(inputs["table8"]), load_runs(inputs["table1"]), exp["table8"]["datasets"])
     if name == "appK":
-        models = {info["model"]: info for info in map(read_json, inputs["models"])}
-        batch_sizes = {d: e["batch_size"] for d, e in context["datasets"].items()}
+        models, batch_sizes = _model_infos(inputs), _batch_sizes(context)
         return appk_table([read_json(p) for p in inputs["scores"]], models, load_runs(inputs["table1"]), batch_sizes)
     if name == "table_search":
         return search_table(search_costs_from_inputs(context, inputs), exp["search"]["methods"])
@@ -513,11 +512,17 @@ def build_table(name: str, context: Mapping, inputs: Mapping) -> pd.DataFrame:
 
 def search_costs_from_inputs(context: Mapping, inputs: Mapping) -> pd.DataFrame:
     """``search_run_costs`` of the files a search table or figure job reads."""
-    models = {info["model"]: info for info in map(read_json, inputs["models"])}
     scores = {s["dataset"]: s for s in map(read_json, inputs["scores"])}
     searches = [s for path in inputs["searches"] for s in read_json(path)["searches"]]
-    batch_sizes = {d: e["batch_size"] for d, e in context["datasets"].items()}
-    return search_run_costs(load_runs(inputs["search"]), searches, scores, models, batch_sizes)
+    return search_run_costs(load_runs(inputs["search"]), searches, scores, _model_infos(inputs), _batch_sizes(context))
+
+
+def _model_infos(inputs: Mapping) -> dict:
+    return {info["model"]: info for info in map(read_json, inputs["models"])}
+
+
+def _batch_sizes(context: Mapping) -> dict:
+    return {d: e["batch_size"] for d, e in context["datasets"].items()}
 
 
 def write_table(spec: Mapping, inputs: Mapping, outputs: Mapping) -> pd.DataFrame:

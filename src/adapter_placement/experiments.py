@@ -514,6 +514,11 @@ def search_file_of(config: Mapping, dataset: str, name: str) -> str:
                              index // int(config["runs_per_job"]))
 
 
+def head_steps(fraction: float, run_steps: int) -> int:
+    """Steps of head pre-training before scoring: a fraction of the run's steps, at least one."""
+    return max(1, round(float(fraction) * run_steps))
+
+
 def search_item(config: Mapping, search: Search) -> dict:
     """Everything a job needs for one search: the task, model and the method's options (its lr and
     adapter lr come from the adapters family's selection, the steps from the config)."""
@@ -522,7 +527,7 @@ def search_item(config: Mapping, search: Search) -> dict:
     steps = int(spec["steps"])
     options = {"n": search.n, "rank": dataset_rank(config, search.dataset), "seed": search.seed,
                "fn": "srank", "eta": float(config["scores"]["eta"]),
-               "head_steps": max(1, round(float(config["scores"]["head_fraction"]) * steps)), **fixed}
+               "head_steps": head_steps(config["scores"]["head_fraction"], steps), **fixed}
     if function == "iterative_gga":
         rounds = int(spec["rounds"])
         options.update(k=-(-search.n // rounds), gamma=float(spec["gamma"]), phase_steps=max(1, steps // max(1, rounds - 1)))

@@ -237,6 +237,7 @@ def compute_scores(job: Mapping) -> dict:
 
     from .backbones import describe
     from .data import load_task
+    from .experiments import head_steps
     from .models import load_model
     from .tracking import tracked_run
     from .train import num_classes_of
@@ -245,7 +246,7 @@ def compute_scores(job: Mapping) -> dict:
     spec = job["spec"]
     head_lr = read_json(job["input"]["head_lr"])["lr"]
     run_steps = read_json(job["input"]["run_steps"])["steps"]
-    lengths = {"default": max(1, round(spec["head_fraction"] * run_steps)),
+    lengths = {"default": head_steps(spec["head_fraction"], run_steps),
                **{str(n): int(n) for n in spec["head_steps_grid"]}}
     torch.manual_seed(0)
     loaded = load_model(spec["model_spec"], num_classes_of(spec["task"]))
