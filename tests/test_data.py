@@ -177,18 +177,41 @@ def test_count_label_is_the_number_of_pasted_digits_minus_three(monkeypatch):
     assert set(labels.tolist()) == set(range(8))
 
 
-def test_location_label_moves_the_digit_one_pixel_per_bin():
-    sprite = np.random.default_rng(0).uniform(0, 1, (12, 12)).astype(np.float32)
-    images = [data.render_location_scene(sprite, k, top=5, grey=1.0) for k in range(16)]
-    for k in range(15):
-        assert np.allclose(np.roll(images[k], 1, axis=2), images[k + 1])
-    for size in data.LOCATION_SPRITE_SIZES:  # bins 0 and 15 fit on the canvas at every scale
+def test_location_label_is_the_two_pixel_bin_of_the_digit_centre():
+    assert (data.LOCATION_BINS, data.LOCATION_BIN_WIDTH, data.LOCATION_POSITIONS) == (16, 2, 32)
+    positions = range(data.LOCATION_POSITIONS)
+    assert [data.location_label(p) for p in positions] == [p // 2 for p in positions]
+    for size in data.LOCATION_SPRITE_SIZES:
         full = np.ones((size, size), np.float32)
-        for k in (0, 15):
-            image = data.render_location_scene(full, k, top=0, grey=1.0)
-            assert image[0].sum() == size * size
+        for p in positions:  # position p is centred on column p (half a pixel left for even sizes)
+            image = data.render_location_scene(full, p, top=0, grey=1.0)
+            left = p - size // 2
+            assert data.location_left(p, size) == left
             columns = np.flatnonzero(image[0].sum(axis=0))
-            assert (columns[0] + columns[-1] + 1) / 2 == pytest.approx(k + 8, abs=0.5)
+            assert list(columns) == list(range(max(left, 0), min(left + size, 32)))  # clipped at the edges
+            assert 2 * len(columns) >= size  # at least half of the digit stays on the canvas
+        inside = [p for p in positions if 0 <= p - size // 2 and p - size // 2 + size <= 32]
+        sprite = np.random.default_rng(size).uniform(0, 1, (size, size)).astype(np.float32)
+        images = {p: data.render_location_scene(sprite, p, top=3, grey=1.0) for p in inside}
+        for p in inside:  # the digit itself, whole, at columns p - size // 2 ...
+            assert np.allclose(images[p][0, 3:3 + size, p - size // 2:p - size // 2 + size], sprite)
+        for p in inside[:-1]:  # one position = the same digit one pixel further right
+            assert np.allclose(np.roll(images[p], 1, axis=2), images[p + 1])
+
+
+def test_location_labels_are_the_bins_of_the_drawn_positions(monkeypatch):
+    drawn = []
+    original = data.render_location_scene
+
+    def spy(sprite, position, top, grey):
+        drawn.append(position)
+        return original(sprite, position, top, grey)
+
+    monkeypatch.setattr(data, "render_location_scene", spy)
+    splits = data.build_location_digits(0, {"train": 400, "val": 10, "test": 10})
+    labels = np.concatenate([splits[s][1] for s in ("train", "val", "test")])
+    assert np.array_equal(labels, np.array(drawn) // 2)
+    assert set(drawn) == set(range(32)) and set(labels.tolist()) == set(range(16))
 
 
 def _cores_encoding_their_class(labels):

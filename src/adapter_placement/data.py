@@ -59,8 +59,10 @@ digits_natural     SVHN-1k              scikit-learn's 8x8 digits (never pre-tra
 digits_count       Clevr-Count-1k       3-10 coloured small MNIST digits in distinct cells of a   800/200/1000
                                         4x4 grid on a gradient background; label = count - 3
                                         (8 classes, as VTAB's CLEVR count)
-digits_location    dSpr-Loc-1k          one grey MNIST digit of 3 scales on black; label = the    800/200/1000
-                                        horizontal position of its centre, 16 one-pixel bins
+digits_location    dSpr-Loc-1k          one grey MNIST digit of 3 scales (8/10/12 px) on black,   800/200/1000
+                                        centred on one of 32 columns (up to half of it cut off
+                                        at the edges); label = column // 2 (16 two-pixel bins,
+                                        as VTAB pairs dSprites' 32 x positions)
 digit_pairs        iNaturalist18        two MNIST digits side by side; label = the ordered pair   8000/1000/2000
                                         (100 fine-grained classes: "17" and "71" differ only in
                                         order), random colours and noise
@@ -489,32 +491,41 @@ def make_count_digits(cores: np.ndarray, pools: Mapping[str, np.ndarray], rng: n
 
 
 LOCATION_BINS = 16
-LOCATION_SPRITE_SIZES = (10, 12, 14)  # three scales, as dSprites varies scale
+LOCATION_BIN_WIDTH = 2  # positions per bin (dSprites: 32 x positions grouped pairwise into 16 bins)
+LOCATION_POSITIONS = LOCATION_BINS * LOCATION_BIN_WIDTH
+LOCATION_FIRST_CENTRE = 0  # centre column of position 0; position p is centred on column p + this
+LOCATION_SPRITE_SIZES = (8, 10, 12)  # three scales, as dSprites varies scale
 
 
-def location_left(x_bin: int, size: int) -> int:
-    """Left edge of a sprite whose centre lies in horizontal bin `x_bin` (bin k: centre at k + 8)."""
-    return x_bin + CANVAS // 4 - size // 2
+def location_label(position: int) -> int:
+    """The class of horizontal position `position` (0 .. LOCATION_POSITIONS - 1)."""
+    return position // LOCATION_BIN_WIDTH
 
 
-def render_location_scene(sprite: np.ndarray, x_bin: int, top: int, grey: float) -> np.ndarray:
+def location_left(position: int, size: int) -> int:
+    """Left edge of a sprite of width `size` centred on horizontal position `position`."""
+    return position + LOCATION_FIRST_CENTRE - size // 2
+
+
+def render_location_scene(sprite: np.ndarray, position: int, top: int, grey: float) -> np.ndarray:
     canvas = np.zeros((3, CANVAS, CANVAS), np.float32)
-    composite(canvas, sprite, np.full(3, grey, np.float32), top, location_left(x_bin, sprite.shape[0]))
+    composite(canvas, sprite, np.full(3, grey, np.float32), top, location_left(position, sprite.shape[0]))
     return canvas
 
 
 def make_location_digits(cores: np.ndarray, pools: Mapping[str, np.ndarray], rng: np.random.Generator,
                          sizes: Mapping[str, int] = VTAB_LIKE_SIZES) -> VisionSplits:
-    """dSpr-Loc stand-in: one digit on black; label = horizontal position bin (16 classes)."""
+    """dSpr-Loc stand-in: one digit on black at one of 32 horizontal positions (uniform); label =
+    position // 2 (16 classes of two adjacent positions, as VTAB's dSprites location)."""
     scaled = sprites_at_sizes(cores, LOCATION_SPRITE_SIZES)
     splits = {}
     for split, pool in pools.items():
         def render_one(r, _, pool=pool):
             size = int(r.choice(LOCATION_SPRITE_SIZES))
-            x_bin = int(r.integers(0, LOCATION_BINS))
+            position = int(r.integers(0, LOCATION_POSITIONS))
             top = int(r.integers(0, CANVAS - size + 1))
-            image = render_location_scene(scaled[size][r.choice(pool)], x_bin, top, r.uniform(0.7, 1.0))
-            return image, x_bin
+            image = render_location_scene(scaled[size][r.choice(pool)], position, top, r.uniform(0.7, 1.0))
+            return image, location_label(position)
         splits[split] = render_split(sizes[split], render_one, rng, noise=0.02)
     return splits
 
