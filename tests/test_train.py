@@ -73,6 +73,28 @@ def test_prefetching_the_cache_for_a_batch_takes_one_pass_per_split(tiny_vit, tm
         torch.testing.assert_close(torch.load(path), torch.load(tmp_path / "alone" / rel), rtol=0, atol=0)
 
 
+def test_a_cache_made_from_other_examples_is_never_read(tiny_vit, tmp_path):
+    """The cache folder of a split carries a digest of its examples and labels: a task whose
+    construction changed (same name, same seed) gets a fresh folder."""
+    import dataclasses
+
+    from adapter_placement.cache import NodeCache
+    from adapter_placement.data import load_task
+    from adapter_placement.graph import AdapterGraph
+    from adapter_placement.models import load_model
+
+    loaded = load_model(tiny_vit, 16)
+    task = load_task("digits_location", seed=0, sizes={"train": 40, "val": 10, "test": 10},
+                     data_config=loaded.data_config)
+    images, labels = task.splits["train"]
+    changed = dataclasses.replace(task, splits={**task.splits, "train": (images, (labels + 1) % 16)})
+    graph = AdapterGraph(loaded.model, [(4, 4)], rank=2)
+    a, b = (NodeCache(graph, t, tmp_path, tiny_vit, 0) for t in (task, changed))
+    assert a.path("train", "pre4") != b.path("train", "pre4")
+    assert a.path("val", "pre4") == b.path("val", "pre4")
+    assert a.path("train", "pre4") == NodeCache(graph, task, tmp_path, tiny_vit, 0).path("train", "pre4")
+
+
 def test_same_seed_same_metrics(tiny_vit, tmp_path):
     a = train(config(tiny_vit, tmp_path), tmp_path / "a")
     b = train(config(tiny_vit, tmp_path), tmp_path / "b")

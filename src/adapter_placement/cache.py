@@ -6,15 +6,17 @@ function of the example. A single-adapter sweep (hundreds of runs on one dataset
 once, here, and each run starts its forward at ``graph.prefix_node``. The math is the graph's own:
 ``graph(x, prefix=..., first_pass=...)`` equals ``graph(x)`` (tests/test_train.py checks it).
 
-Layout: ``<root>/<model>/<task>-data<seed>/<split>/node<k>.pt`` (node k's value) and ``pre<k>.pt``
-(z_k, node k before its sub-layer closes it: the start of a pass), one tensor (examples, tokens, d)
-each.
+Layout: ``<root>/<model>/<task>-data<seed>/<split>-<digest>/node<k>.pt`` (node k's value) and
+``pre<k>.pt`` (z_k, node k before its sub-layer closes it: the start of a pass), one tensor
+(examples, tokens, d) each. The digest is of the split's examples and labels, so a cache made from
+other examples (a changed task construction, other sizes) is never read.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -43,6 +45,7 @@ class NodeCache:
                                                            else [f"pre{self.prefix_node}"])
         self.folder = Path(root) / model_key(model_spec) / f"{task.name}-data{data_seed}"
         self._values: dict[str, dict[str, torch.Tensor]] = {}
+        self._digests: dict[str, str] = {}
 
     def extras(self, split: str, index: torch.Tensor) -> dict:
         """Keyword arguments for ``graph(...)`` for the examples ``index`` of ``split``."""
@@ -55,7 +58,9 @@ class NodeCache:
         return extras
 
     def path(self, split: str, name: str) -> Path:
-        return self.folder / split.replace("+", "_") / f"{name}.pt"
+        if split not in self._digests:
+            self._digests[split] = split_digest(*self.task.tensors(split))
+        return self.folder / f"{split.replace('+', '_')}-{self._digests[split]}" / f"{name}.pt"
 
     def fill(self, split: str, names) -> None:
         """Compute the files ``names`` of ``split`` that are not on disk, in one plain pass."""
@@ -87,6 +92,16 @@ class NodeCache:
             for k, value in pre_values.items():
                 parts[f"pre{k}"].append(value.cpu())
         return {name: torch.cat(v) for name, v in parts.items()}
+
+
+def split_digest(inputs, labels) -> str:
+    """A short digest of a split's model inputs (a tensor, or a dict of them for text) and labels."""
+    digest = hashlib.blake2b(digest_size=8)
+    tensors = sorted(inputs.items()) if isinstance(inputs, Mapping) else [("inputs", inputs)]
+    for name, tensor in tensors + [("labels", labels)]:
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def fill_together(caches: list[NodeCache], splits) -> None:
