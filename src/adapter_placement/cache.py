@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -45,7 +44,6 @@ class NodeCache:
                                                            else [f"pre{self.prefix_node}"])
         self.folder = Path(root) / model_key(model_spec) / f"{task.name}-data{data_seed}"
         self._values: dict[str, dict[str, torch.Tensor]] = {}
-        self._digests: dict[str, str] = {}
 
     def extras(self, split: str, index: torch.Tensor) -> dict:
         """Keyword arguments for ``graph(...)`` for the examples ``index`` of ``split``."""
@@ -58,9 +56,7 @@ class NodeCache:
         return extras
 
     def path(self, split: str, name: str) -> Path:
-        if split not in self._digests:
-            self._digests[split] = split_digest(*self.task.tensors(split))
-        return self.folder / f"{split.replace('+', '_')}-{self._digests[split]}" / f"{name}.pt"
+        return self.folder / f"{split.replace('+', '_')}-{self.task.digest(split)}" / f"{name}.pt"
 
     def fill(self, split: str, names) -> None:
         """Compute the files ``names`` of ``split`` that are not on disk, in one plain pass."""
@@ -92,16 +88,6 @@ class NodeCache:
             for k, value in pre_values.items():
                 parts[f"pre{k}"].append(value.cpu())
         return {name: torch.cat(v) for name, v in parts.items()}
-
-
-def split_digest(inputs, labels) -> str:
-    """A short digest of a split's model inputs (a tensor, or a dict of them for text) and labels."""
-    digest = hashlib.blake2b(digest_size=8)
-    tensors = sorted(inputs.items()) if isinstance(inputs, Mapping) else [("inputs", inputs)]
-    for name, tensor in tensors + [("labels", labels)]:
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def fill_together(caches: list[NodeCache], splits) -> None:

@@ -86,6 +86,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import itertools
 import os
 import re
@@ -116,6 +117,16 @@ def index_inputs(inputs: Inputs, index: torch.Tensor) -> Inputs:
     if isinstance(inputs, Mapping):
         return {key: value[index] for key, value in inputs.items()}
     return inputs[index]
+
+
+def tensors_digest(inputs: Inputs, labels: torch.Tensor) -> str:
+    """A short digest of model inputs (a tensor, or a dict of them for text) and labels."""
+    digest = hashlib.blake2b(digest_size=8)
+    tensors = sorted(inputs.items()) if isinstance(inputs, Mapping) else [("inputs", inputs)]
+    for name, tensor in tensors + [("labels", labels)]:
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def concat_inputs(parts: Sequence[Inputs]) -> Inputs:
@@ -187,6 +198,13 @@ class InMemoryTask:
     num_classes: int
     splits: dict[str, tuple[Inputs, torch.Tensor]]
     to_model_input: Callable[[Inputs], Inputs] = _identity
+    _digests: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def digest(self, split: str) -> str:
+        """A short digest of the split's model inputs and labels (what the prefix cache keys on)."""
+        if split not in self._digests:
+            self._digests[split] = tensors_digest(*self.tensors(split))
+        return self._digests[split]
 
     def stored(self, split: str) -> tuple[Inputs, torch.Tensor]:
         check_split(split)
@@ -1121,6 +1139,13 @@ class TfdsTask:
     data_config: Mapping[str, Any] | None = None
     num_workers: int = 4
     shuffle_buffer: int = 10_000
+    _digests: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def digest(self, split: str) -> str:
+        """A short digest of the split's model inputs and labels (what the prefix cache keys on)."""
+        if split not in self._digests:
+            self._digests[split] = tensors_digest(*self.tensors(split))
+        return self._digests[split]
 
     @property
     def split_sizes(self) -> dict[str, int]:
