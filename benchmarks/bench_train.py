@@ -107,7 +107,7 @@ def run_sweep(args, edges, root: Path, cache_dir: Path, cached: bool) -> dict:
     per_edge, loop_s = {}, 0.0
     start, cpu_start = time.perf_counter(), time.process_time()
     cfgs = sweep_configs(args, edges, cache_dir, cached)
-    prefetch_nodes(cfgs)
+    prefetch_nodes((cfg, root / f"edge_{i}_{j}") for (i, j), cfg in zip(edges, cfgs))
     prefetch_s = time.perf_counter() - start
     for (i, j), cfg in zip(edges, cfgs):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -125,7 +125,7 @@ def prebuild_cache(args, edges, cache_dir: Path) -> float:
     from adapter_placement.train import prefetch_nodes
 
     start = time.perf_counter()
-    prefetch_nodes(sweep_configs(args, edges, cache_dir, True))
+    prefetch_nodes((cfg, cache_dir / "no-run") for cfg in sweep_configs(args, edges, cache_dir, True))
     return time.perf_counter() - start
 
 

@@ -199,12 +199,11 @@ def start_at_node(backbone: Backbone, node: int, hidden: torch.Tensor) -> Iterat
     vit = backbone.family == VIT
     owner, name = ((backbone.model, "blocks") if vit else (backbone.model.base_model.encoder, "layer"))
     blocks = getattr(owner, name)
+    replace_input = lambda _m, args: (hidden,) + tuple(args[1:])  # noqa: E731
     if block < len(blocks):
-        handle = blocks[block].register_forward_pre_hook(lambda _m, args: (hidden,) + tuple(args[1:]),
-                                                         prepend=True)
+        handle = blocks[block].register_forward_pre_hook(replace_input, prepend=True)
     elif vit:  # timm's forward_features always calls norm after the blocks (an Identity if unused)
-        handle = backbone.model.norm.register_forward_pre_hook(lambda _m, args: (hidden,) + tuple(args[1:]),
-                                                               prepend=True)
+        handle = backbone.model.norm.register_forward_pre_hook(replace_input, prepend=True)
     else:  # an encoder without layers returns its input
         def replace(_m, args, kwargs):
             if "hidden_states" in kwargs:

@@ -181,12 +181,22 @@ class ImageNormaliser:
         return (x - mean) / std
 
 
+class SplitDigests:
+    """``digest(split)`` for a task with ``tensors(split)`` and a ``_digests`` memo field."""
+
+    def digest(self, split: str) -> str:
+        """A short digest of the split's model inputs and labels (what the prefix cache keys on)."""
+        if split not in self._digests:
+            self._digests[split] = tensors_digest(*self.tensors(split))
+        return self._digests[split]
+
+
 def _identity(x):
     return x
 
 
 @dataclass
-class InMemoryTask:
+class InMemoryTask(SplitDigests):
     """A task whose splits are tensors in memory (the embedded default).
 
     `splits` holds the stored form (uint8 images or token dicts); `to_model_input` turns a stored
@@ -199,12 +209,6 @@ class InMemoryTask:
     splits: dict[str, tuple[Inputs, torch.Tensor]]
     to_model_input: Callable[[Inputs], Inputs] = _identity
     _digests: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def digest(self, split: str) -> str:
-        """A short digest of the split's model inputs and labels (what the prefix cache keys on)."""
-        if split not in self._digests:
-            self._digests[split] = tensors_digest(*self.tensors(split))
-        return self._digests[split]
 
     def stored(self, split: str) -> tuple[Inputs, torch.Tensor]:
         check_split(split)
@@ -1126,7 +1130,7 @@ def tf_preprocess_image(image, data_config: Mapping[str, Any], fit: str):
 
 
 @dataclass
-class TfdsTask:
+class TfdsTask(SplitDigests):
     """A paper-scale task streamed from a prepared tfds dataset; batches are torch tensors."""
 
     name: str
@@ -1140,12 +1144,6 @@ class TfdsTask:
     num_workers: int = 4
     shuffle_buffer: int = 10_000
     _digests: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def digest(self, split: str) -> str:
-        """A short digest of the split's model inputs and labels (what the prefix cache keys on)."""
-        if split not in self._digests:
-            self._digests[split] = tensors_digest(*self.tensors(split))
-        return self._digests[split]
 
     @property
     def split_sizes(self) -> dict[str, int]:

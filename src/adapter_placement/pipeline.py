@@ -142,8 +142,7 @@ def train_batch(job: Mapping) -> dict:
     set_threads(job.get("threads"))
     items = job["spec"]["items"]
     resolved = [resolve_item(item) for item in items]
-    prefetch_nodes(cfg for cfg, record in resolved
-                   if cfg is not None and not (Path(record["folder"]) / "metrics.json").exists())
+    prefetch_nodes((cfg, record["folder"]) for cfg, record in resolved if cfg is not None)
     results = []
     for k, (item, (cfg, record)) in enumerate(zip(items, resolved), 1):
         started = time.perf_counter()

@@ -187,14 +187,15 @@ def train(cfg: TrainConfig, out_dir) -> dict:
         return _train(cfg, out, net, params, task, loaded.modality, run)
 
 
-def prefetch_nodes(cfgs) -> None:
-    """Fill the prefix cache for several runs before they start: one plain pass per dataset and
-    split computes every node any of them reads (``train`` alone fills it run by run)."""
+def prefetch_nodes(runs) -> None:
+    """Fill the prefix cache for several runs, ``(cfg, out_dir)`` pairs, before they start: one
+    plain pass per dataset and split computes every node the unfinished ones read (``train``
+    alone fills it run by run)."""
     from .models import load_model
 
     groups: dict[tuple, list[TrainConfig]] = {}
-    for cfg in cfgs:
-        if cfg.prefix_cache and cfg.method != "full_ft":
+    for cfg, out_dir in runs:
+        if cfg.prefix_cache and cfg.method != "full_ft" and _finished_result(Path(out_dir), cfg) is None:
             key = (cfg.dataset, cfg.model, cfg.data_seed, cfg.data_dir, json.dumps(cfg.data_sizes), cfg.cache_dir)
             groups.setdefault(key, []).append(cfg)
     for group in groups.values():
