@@ -863,6 +863,70 @@ def load_embedded_task(name: str, *, seed: int = 0, tokenizer=None,
 # ---------------------------------------------------------------------------------------------------
 
 TF_THREADS_ENV = "ADAPTER_PLACEMENT_TF_THREADS"
+READ_AHEAD_BATCHES = 4  # torch batches converted (and pinned) ahead of the training loop
+
+
+def resolve_pin_memory(pin_memory: bool | None) -> bool:
+    """None: pin when CUDA is available (page-locked batches let the trainer's copy be asynchronous)."""
+    if pin_memory is None:
+        return torch.cuda.is_available()
+    if pin_memory and not torch.cuda.is_available():
+        raise ValueError(f"pin_memory={pin_memory!r}, but torch.cuda.is_available() is False: "
+                         "page-locked memory needs CUDA")
+    return bool(pin_memory)
+
+
+def pin_inputs(inputs: Inputs) -> Inputs:
+    if isinstance(inputs, Mapping):
+        return {key: value.pin_memory() for key, value in inputs.items()}
+    return inputs.pin_memory()
+
+
+def read_ahead(make_items: Callable[[], Iterator], depth: int = READ_AHEAD_BATCHES) -> Iterator:
+    """The items of ``make_items()`` in their order, produced by a background thread up to `depth` ahead.
+
+    tf.data already decodes and resizes in its own threads; this thread also takes the conversion to
+    torch, tokenisation and pinning out of the training loop (torch kernels release the GIL). The
+    thread starts at the first ``next`` and stops when the generator is closed or collected (a
+    ``break``, an ``islice``), so an abandoned iterator leaves no thread behind.
+    """
+    import queue
+    import threading
+
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(message) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(message, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce():
+        try:
+            for item in make_items():
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as error:  # re-raised in the consumer's thread
+            put(("error", error))
+
+    thread = threading.Thread(target=produce, name="tfds-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = ready.get()
+            if kind == "error":
+                raise item
+            if kind == "end":
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()  # at most the batch being made: the thread checks `stop` between batches
 
 
 @dataclass(frozen=True)
@@ -1165,27 +1229,52 @@ class TfdsTask(SplitDigests):
         return tuple(features[key] for key in self.spec.input_keys) + (label,)
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                drop_last: bool = False) -> Iterator[tuple[Inputs, torch.Tensor]]:
+                drop_last: bool = False, skip_batches: int = 0, pin_memory: bool | None = None,
+                prefetch: bool = True) -> Iterator[tuple[Inputs, torch.Tensor]]:
+        """Batches in an order that is a function of `seed` alone (when shuffling).
+
+        Decoding and resizing run in tf.data's `num_workers` threads, in order (deterministic), and
+        with `prefetch` the next batches are made while the caller trains: tf.data prefetches
+        decoded batches and a background thread converts them to torch (``read_ahead``).
+        skip_batches: start after that many batches (a resumed run) without decoding them.
+        pin_memory: page-locked CPU tensors for an asynchronous copy to CUDA; None: when CUDA is
+        available. The tensors stay on the CPU: the trainer moves each batch to its device.
+        """
+        if isinstance(skip_batches, bool) or not isinstance(skip_batches, int) or skip_batches < 0:
+            raise ValueError(f"skip_batches must be an int >= 0, got {skip_batches!r}")
+        pin = resolve_pin_memory(pin_memory)
         tf, tfds = import_tensorflow()
         data = self.raw(split)
         if shuffle:
             data = data.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+        # whole batches of the same shuffled stream: the order after the skip is unchanged
+        data = data.skip(skip_batches * batch_size)
         options = tf.data.Options()
         options.threading.private_threadpool_size = self.num_workers
         options.deterministic = True
-        data = (data.map(self._examples, num_parallel_calls=self.num_workers)
-                .batch(batch_size, drop_remainder=drop_last).prefetch(2).with_options(options))
-        for batch in tfds.as_numpy(data):
-            labels = torch.from_numpy(np.asarray(batch[-1], np.int64))
-            if self.modality == "vision":
-                yield torch.from_numpy(batch[0]), labels
-            else:
-                texts = [[t.decode("utf-8") for t in column] for column in batch[:-1]]
-                yield tokenize(self.tokenizer, *texts, max_length=self.spec.max_length), labels
+        data = (data.map(self._examples, num_parallel_calls=self.num_workers, deterministic=True)
+                .batch(batch_size, drop_remainder=drop_last))
+        if prefetch:
+            data = data.prefetch(tf.data.AUTOTUNE)
+        data = data.with_options(options)
+
+        def torch_batches():
+            for batch in tfds.as_numpy(data):
+                inputs, labels = self._to_torch(batch)
+                yield (pin_inputs(inputs), labels.pin_memory()) if pin else (inputs, labels)
+
+        return read_ahead(torch_batches) if prefetch else torch_batches()
+
+    def _to_torch(self, batch) -> tuple[Inputs, torch.Tensor]:
+        labels = torch.from_numpy(np.asarray(batch[-1], np.int64))
+        if self.modality == "vision":
+            return torch.from_numpy(batch[0]), labels
+        texts = [[t.decode("utf-8") for t in column] for column in batch[:-1]]
+        return tokenize(self.tokenizer, *texts, max_length=self.spec.max_length), labels
 
     def tensors(self, split: str) -> tuple[Inputs, torch.Tensor]:
         """The whole split in memory (sensible for VTAB-1k and GLUE, not for iNat18 / Places365)."""
-        parts = list(self.batches(split, 1024))
+        parts = list(self.batches(split, 1024, pin_memory=False))  # concatenated anyway
         return concat_inputs([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
