@@ -22,6 +22,7 @@ import torch
 
 from . import atomic
 from .data import index_inputs
+from .device import pin, to_device
 from .graph import AdapterGraph
 
 
@@ -44,6 +45,10 @@ class NodeCache:
                                                            else [f"pre{self.prefix_node}"])
         self.folder = Path(root) / model_key(model_spec) / f"{task.name}-data{data_seed}"
         self._values: dict[str, dict[str, torch.Tensor]] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.graph.parameters()).device
 
     def extras(self, split: str, index: torch.Tensor) -> dict:
         """Keyword arguments for ``graph(...)`` for the examples ``index`` of ``split``."""
@@ -68,7 +73,9 @@ class NodeCache:
     def values(self, split: str) -> dict[str, torch.Tensor]:
         if split not in self._values:
             self.fill(split, self.files)
-            self._values[split] = {name: torch.load(self.path(split, name), weights_only=True)
+            # kept on the host (a GPU need not hold a whole split), pinned so that each
+            # batch's slice copies to the GPU asynchronously
+            self._values[split] = {name: pin(torch.load(self.path(split, name), weights_only=True), self.device)
                                    for name in self.files}
         return self._values[split]
 
@@ -80,7 +87,7 @@ class NodeCache:
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
         for start in range(0, len(labels), self.batch_size):
             index = torch.arange(start, min(start + self.batch_size, len(labels)))
-            batch = index_inputs(inputs, index)
+            batch = to_device(index_inputs(inputs, index), self.device)
             args, kwargs = ((), batch) if isinstance(batch, dict) else ((batch,), {})
             values, pre_values = self.graph.plain_pass(*args, nodes=nodes, pre_nodes=pre_nodes, **kwargs)
             for k, value in values.items():
