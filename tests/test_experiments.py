@@ -36,8 +36,20 @@ def test_paper_plans_have_the_papers_run_counts(paper):
     assert len(X.plan(paper, "table1")) == 7 * 104 * 3
     assert len(X.plan(paper, "fig6c")) == 4 * 3 * 2
     assert len(X.plan(paper, "fig6ab")) == 2 * 5 * 5 * 3
+    # Table 5 (App. I): per rank, 12 FFN-parallel adapters (one run) and one adapter of rank 12r on
+    # each of the 81 stride-3 grid edges; 4 ranks x (1 + 81) x 3 seeds
+    assert len(X.plan(paper, "table5")) == 4 * (1 + 81) * 3 == 984
     # one job per run at paper scale
     assert len(X.training_batches(paper, "table1")) == 7 * 104 * 3
+
+
+def test_table5_trains_every_grid_edge_at_its_own_rank(embedded):
+    # embedded: ranks [4, 1], the stride-4 grid of n = 13 ({0, 4, 8, 12}^2: 16 edges), 2 seeds
+    runs = X.plan(embedded, "table5")
+    assert len(runs) == 2 * (1 + 16) * 2 == 68
+    singles = {(r.placement, r.rank) for r in runs if r.placement != "ffn_parallel"}
+    assert ("edge_12_0", 24) in singles and ("edge_4_8", 6) in singles and len(singles) == 32
+    assert {r.rank for r in runs if r.placement == "ffn_parallel"} == {4, 1}
 
 
 def test_batches_partition_the_plan(embedded):
