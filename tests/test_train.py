@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from adapter_placement.train import (NonFiniteLossError, TrainConfig, batch_indices, lr_factor, select_lr,
+from adapter_placement.engine import lr_factor
+from adapter_placement.train import (NonFiniteLossError, TrainConfig, batch_indices, select_lr,
                                      train)
 
 

@@ -40,10 +40,23 @@ class Backbone:
     num_layers: int
     hidden_size: int
     head: Optional[nn.Module]  # trainable classifier, None for a bare encoder
+    heads: int = 0  # attention heads
+    ffn_size: int = 0  # feed-forward width
+    tokens: Optional[int] = None  # tokens per example: fixed for a ViT, None for text (per batch)
 
     @property
     def num_nodes(self) -> int:
         return 2 * self.num_layers + 1
+
+    @property
+    def modality(self) -> str:
+        return "vision" if self.family == VIT else "text"
+
+    def arch(self, rank: int):
+        """The FLOP model's shape (``flops.Arch``) of this encoder with adapters of ``rank``."""
+        from .flops import Arch
+
+        return Arch(self.num_layers, self.hidden_size, self.heads, self.ffn_size, rank, self.tokens)
 
 
 def describe(model: nn.Module) -> Backbone:
@@ -66,8 +79,10 @@ def _as_vit(model: nn.Module) -> Optional[Backbone]:
         kinds = sorted({type(b).__name__ for b in model.blocks})
         raise ValueError(f"unsupported ViT block type(s) {kinds}; supported: timm's pre-LN Block")
     head = model.get_classifier()
-    return Backbone(model, VIT, len(model.blocks), model.embed_dim,
-                    head if isinstance(head, nn.Linear) else None)
+    block = model.blocks[0]
+    return Backbone(model, VIT, len(model.blocks), model.embed_dim, head if isinstance(head, nn.Linear) else None,
+                    heads=block.attn.num_heads, ffn_size=block.mlp.fc1.out_features,
+                    tokens=model.patch_embed.num_patches + model.num_prefix_tokens)
 
 
 def _as_bert(model: nn.Module) -> Optional[Backbone]:
@@ -77,7 +92,9 @@ def _as_bert(model: nn.Module) -> Optional[Backbone]:
     if not isinstance(base, (BertModel, RobertaModel)):
         return None
     head = getattr(model, "classifier", None) if model is not base else None
-    return Backbone(model, POST_LN, len(base.encoder.layer), base.config.hidden_size, head)
+    config = base.config
+    return Backbone(model, POST_LN, len(base.encoder.layer), config.hidden_size, head,
+                    heads=config.num_attention_heads, ffn_size=config.intermediate_size)
 
 
 @contextmanager

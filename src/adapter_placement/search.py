@@ -20,10 +20,10 @@ given (its head trains, its parameters are frozen): pass a fresh one.
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import torch
@@ -32,14 +32,13 @@ from torch import nn
 
 from . import placements
 from .adapters import check_adapter_args
-from .backbones import VIT, call_model, describe, logits_of
+from .backbones import VIT, describe
+from .engine import NonFiniteLossError, fit, make_optimizer, recipe_for
 from .flops import Arch, pass_flops
 from .gga import gga_select
 from .graph import AdapterGraph
 from .placements import Edge
 from .scores import check_score_args, score_edges, train_head
-from .train import NonFiniteLossError, base_optimizer, lr_factor
-from .train import warmup_steps as default_warmup
 
 METHODS = ("iterative_gga", "edge_switch", "prune_regrow")
 PRUNE_CRITERIA = ("magnitude", "taylor")
@@ -73,14 +72,7 @@ class SearchResult:
 
 def arch_of(model: nn.Module, rank: int) -> Arch:
     """The ``Arch`` of a timm ViT or a Hugging Face BERT/RoBERTa."""
-    backbone = describe(model)
-    if backbone.family == VIT:
-        block = model.blocks[0]
-        return Arch(backbone.num_layers, backbone.hidden_size, block.attn.num_heads, block.mlp.fc1.out_features,
-                    rank, model.patch_embed.num_patches + model.num_prefix_tokens)
-    config = model.config
-    return Arch(backbone.num_layers, backbone.hidden_size, config.num_attention_heads, config.intermediate_size,
-                rank)
+    return describe(model).arch(rank)
 
 
 def tokens_of(arch: Arch, inputs) -> int:
@@ -154,23 +146,22 @@ class _Trainer:
     """Trains a graph's adapters and head in phases, between which its edges may change.
 
     Steps cycle over the batch list in order. One learning-rate schedule (App. A: warm-up, then
-    cosine or linear decay) spans all phases;
-    ``rebuild`` makes a new optimiser after the edges change and keeps the state (momentum) of the
-    parameters that stay, so a surviving adapter trains on as if nothing happened."""
+    cosine or linear decay, ``engine.recipe_for``) spans all phases; ``rebuild`` makes a new
+    optimiser after the edges change and keeps the state (momentum) of the parameters that stay,
+    so a surviving adapter trains on as if nothing happened. Each phase is one ``engine.fit``."""
 
     def __init__(self, graph: AdapterGraph, batches: list, arch: Arch, cost: _Cost, lr: float,
-                 total_steps: int, warmup: Optional[int], loss_fn: Callable):
-        self.graph, self.batches, self.arch, self.cost, self.lr = graph, batches, arch, cost, lr
-        self.modality = "vision" if graph.backbone.family == VIT else "text"
-        self.total_steps = total_steps
-        plan = SimpleNamespace(warmup_steps=warmup, steps=total_steps)
-        self.warmup = default_warmup(plan, self.modality)  # None: the rule of train.py
+                 total_steps: int, warmup: Optional[int], loss_fn: Callable, precision: str = "fp32"):
+        self.graph, self.batches, self.arch, self.cost = graph, batches, arch, cost
+        modality = "vision" if graph.backbone.family == VIT else "text"
+        self.recipe = recipe_for(modality, lr, total_steps, warmup)
+        self.device, self.precision = next(graph.parameters()).device, precision
         self.loss_fn, self.step, self.opt = loss_fn, 0, None
         self.rebuild()
 
     def rebuild(self) -> None:
         params = list(self.graph.adapter_parameters()) + list(self.graph.head_parameters())
-        opt, self.decay = base_optimizer(self.modality, params, self.lr)
+        opt = make_optimizer(self.recipe, params)
         if self.opt is not None:
             for p in params:
                 if p in self.opt.state:
@@ -180,28 +171,23 @@ class _Trainer:
     def run(self, steps: int, before_step: Optional[Callable] = None,
             after_backward: Optional[Callable] = None) -> list[float]:
         """Train ``steps`` steps; ``before_step(step)`` and ``after_backward(step)`` are hooks."""
-        started, flops, losses = time.perf_counter(), 0.0, []
+        started, flops = time.perf_counter(), [0.0]
+
+        def count(step, _loss, _opt):  # the edges may change between steps: count each as it ran
+            inputs, targets = self.batches[step % len(self.batches)]
+            flops[0] += pass_flops(self.arch, len(targets), tokens_of(self.arch, inputs), len(self.graph.edges),
+                                   first_pass=bool(self.graph.recurrent_sources))
+
+        stream = ((*self.batches[s % len(self.batches)], {}) for s in itertools.count(self.step))
         self.graph.train()
-        for _ in range(steps):
-            inputs, targets = self.batches[self.step % len(self.batches)]
-            factor = lr_factor(self.step, self.total_steps, self.warmup, self.decay)
-            for group in self.opt.param_groups:
-                group["lr"] = self.lr * factor
-            if before_step is not None:
-                before_step(self.step)
-            loss = self.loss_fn(logits_of(call_model(self.graph, inputs)), targets)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"search training loss is {loss.item()} at step {self.step}")
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if after_backward is not None:
-                after_backward(self.step)
-            self.opt.step()
-            losses.append(loss.item())
-            flops += pass_flops(self.arch, len(targets), tokens_of(self.arch, inputs), len(self.graph.edges),
-                                first_pass=bool(self.graph.recurrent_sources))
-            self.step += 1
-        self.cost.timed("training", started, flops)
+        try:
+            losses = fit(self.graph, None, stream, self.recipe, device=self.device, precision=self.precision,
+                         steps=steps, first_step=self.step, optimizer=self.opt, loss_fn=self.loss_fn,
+                         before_step=before_step, after_backward=after_backward, on_step=count)
+        except NonFiniteLossError as error:
+            raise NonFiniteLossError(f"search {error}") from None
+        self.step += steps
+        self.cost.timed("training", started, flops[0])
         return losses
 
 

@@ -34,19 +34,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import atomic
+from . import atomic, engine
 from .adapters import check_adapter_args
-from .backbones import call_model, describe, logits_of
+from .backbones import describe
 from .cache import NodeCache, fill_together
 from .data import InMemoryTask, index_inputs
+from .device import check_device_spec, check_precision, enable_tf32, resolve_device
+from .engine import NonFiniteLossError, Recipe, default_warmup, recipe_for
 from .graph import AdapterGraph
 
 METHODS = ("linear_probe", "full_ft", "adapters")
 SPLITS = ("train", "val", "test", "train+val")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or inf: the run stops and writes no result."""
 
 
 @dataclass
@@ -78,6 +76,9 @@ class TrainConfig:
     experiment: str = "runs"
     tags: dict = field(default_factory=dict)
     progress: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (device.resolve_device)
+    precision: str = "fp32"  # fp32 | bf16 (autocast; weights and optimiser state stay float32)
+    micro_batch_size: Optional[int] = None  # gradient accumulation: same gradient, less memory
 
     def __post_init__(self):
         self.edges = [tuple(int(v) for v in e) for e in self.edges]
@@ -104,6 +105,12 @@ class TrainConfig:
                 raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         if self.warmup_steps is not None and not 0 <= self.warmup_steps < self.steps:
             raise ValueError(f"warmup_steps must be in 0..steps-1, got {self.warmup_steps!r}")
+        check_device_spec(self.device)
+        check_precision(self.precision)
+        if self.micro_batch_size is not None and not (isinstance(self.micro_batch_size, int)
+                                                      and 1 <= self.micro_batch_size <= self.batch_size):
+            raise ValueError(f"micro_batch_size must be an integer in 1..batch_size ({self.batch_size}), "
+                             f"got {self.micro_batch_size!r}")
 
 
 # ---------------------------------------------------------------- building blocks
@@ -123,34 +130,9 @@ def build_network(cfg: TrainConfig, model: nn.Module) -> tuple[nn.Module, list[n
     return model, [p for p in model.parameters() if p.requires_grad]
 
 
-def warmup_steps(cfg: TrainConfig, modality: str) -> int:
-    if cfg.warmup_steps is not None:
-        return cfg.warmup_steps
-    return round(0.06 * cfg.steps) if modality == "text" else min(500, cfg.steps // 10)
-
-
-def lr_factor(step: int, steps: int, warmup: int, decay: str) -> float:
-    """Linear warm-up, then cosine (vision) or linear (text) decay to zero."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return 0.5 * (1 + math.cos(math.pi * progress)) if decay == "cosine" else max(0.0, 1 - progress)
-
-
-def base_optimizer(modality: str, params, lr: float):
-    """App. A: vision SGD, momentum 0.9, no weight decay, cosine; text AdamW, decay 0.1, linear.
-    Returns the optimiser and the name of its decay (for ``lr_factor``)."""
-    if modality == "vision":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=0.0), "cosine"
-    return torch.optim.AdamW(params, lr=lr, weight_decay=0.1), "linear"
-
-
-def make_optimizer(cfg: TrainConfig, modality: str, params):
-    """``base_optimizer`` with its warm-up and decay schedule over ``cfg.steps``."""
-    opt, decay = base_optimizer(modality, params, cfg.lr)
-    warm = warmup_steps(cfg, modality)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps, warm, decay))
-    return opt, sched
+def recipe_of(cfg: TrainConfig, modality: str) -> Recipe:
+    """The run's optimiser and schedule: App. A's recipe of its modality (``engine.recipe_for``)."""
+    return recipe_for(modality, cfg.lr, cfg.steps, cfg.warmup_steps)
 
 
 def batch_indices(num_examples: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
@@ -178,13 +160,16 @@ def train(cfg: TrainConfig, out_dir) -> dict:
     from .data import load_task
     from .models import load_model
 
+    device = resolve_device(cfg.device)  # a missing GPU fails here, before anything is loaded
+    enable_tf32(device)
     torch.manual_seed(cfg.seed)
     loaded = load_model(cfg.model, num_classes_of(cfg.dataset))
     net, params = build_network(cfg, loaded.model)  # bad edges fail here, before any data or training
+    net.to(device)  # in place: ``params`` are the same Parameter objects, now on the device
     task = _load_task(cfg, loaded)
     out.mkdir(parents=True, exist_ok=True)
     with _tracked(cfg, out) as run:
-        return _train(cfg, out, net, params, task, loaded.modality, run)
+        return _train(cfg, out, net, params, task, loaded.modality, run, device)
 
 
 def prefetch_nodes(runs) -> None:
@@ -201,34 +186,37 @@ def prefetch_nodes(runs) -> None:
     for group in groups.values():
         cfg = group[0]
         loaded = load_model(cfg.model, num_classes_of(cfg.dataset))
+        loaded.model.to(resolve_device(cfg.device))
         task = _load_task(cfg, loaded)
         caches = [_node_cache(c, AdapterGraph(loaded.model, c.edges, rank=1), task) for c in group]
         splits = dict.fromkeys(s for c in group for s in (c.train_split, *c.eval_splits))
         fill_together([c for c in caches if c is not None and c.files], splits)
 
 
-def _train(cfg, out, net, params, task, modality, run) -> dict:
-    opt, sched = make_optimizer(cfg, modality, params)
-    losses = _resume(out / "checkpoint.pt", net, opt, sched)
+def _train(cfg, out, net, params, task, modality, run, device) -> dict:
+    recipe = recipe_of(cfg, modality)
+    opt = engine.make_optimizer(recipe, params)
+    losses = _resume(out / "checkpoint.pt", net, opt)
     cache = _node_cache(cfg, net, task)
     started, first_step = time.perf_counter(), len(losses)
-    net.train()
-    stream = training_batches(task, cfg, first_step, cache)
-    for step, (inputs, labels, extras) in zip(_progress(cfg, first_step), stream):
-        loss = F.cross_entropy(logits_of(call_model(net, inputs, **extras)), labels)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"run {out}: training loss is {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+
+    def after_update(step, loss, opt):
+        losses.append(loss)
         if run is not None and (step % cfg.log_every == 0 or step == cfg.steps - 1):
-            run.log_metrics({"train_loss": losses[-1], "lr": sched.get_last_lr()[0]}, step=step)
+            run.log_metrics({"train_loss": loss, "lr": opt.param_groups[0]["lr"]}, step=step)
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            atomic.torch_save(out / "checkpoint.pt", _checkpoint(cfg, net, opt, sched, losses))
+            atomic.torch_save(out / "checkpoint.pt", _checkpoint(cfg, net, opt, losses))
+
+    net.train()
+    try:
+        engine.fit(net, params, training_batches(task, cfg, first_step, cache), recipe, device=device,
+                   precision=cfg.precision, first_step=first_step, optimizer=opt,
+                   micro_batch_size=cfg.micro_batch_size, on_step=after_update,
+                   progress=_progress(cfg, first_step))
+    except NonFiniteLossError as error:
+        raise NonFiniteLossError(f"run {out}: {error}") from None
     seconds = time.perf_counter() - started
-    metrics = _metrics(cfg, net, task, cache, losses, seconds, cfg.steps - first_step)
+    metrics = _metrics(cfg, net, task, cache, losses, seconds, cfg.steps - first_step, device)
     if run is not None:
         run.log_metrics({k: v for k, v in metrics.items() if k.endswith("_accuracy")}, step=cfg.steps)
         metrics["mlflow_run_id"] = run.run_id
@@ -284,7 +272,7 @@ def _progress(cfg: TrainConfig, first_step: int):
 # fields that do not change what a run computes (the cache gives equal results within float
 # tolerance); any other difference makes it a different run
 NOT_RESULT_FIELDS = ("checkpoint_every", "log_every", "prefix_cache", "cache_dir", "tracking_uri", "track",
-                     "experiment", "tags", "progress", "eval_batch_size")
+                     "experiment", "tags", "progress", "eval_batch_size", "device", "micro_batch_size")
 
 
 def result_key(cfg: TrainConfig) -> dict:
@@ -310,12 +298,13 @@ def _checkpoint_key(path: Path) -> Optional[dict]:
     return torch.load(path, map_location="cpu", weights_only=True).get("config")
 
 
-def _checkpoint(cfg, net, opt, sched, losses) -> dict:
+def _checkpoint(cfg, net, opt, losses) -> dict:
+    # the schedule is a function of the step, and the step is len(losses): no scheduler state
     return {"config": result_key(cfg), "trainable": trainable_state(net), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "losses": list(losses)}
+            "losses": list(losses)}
 
 
-def _resume(path: Path, net, opt, sched) -> list[float]:
+def _resume(path: Path, net, opt) -> list[float]:
     """Load the last checkpoint if there is one; returns the losses of the steps already done."""
     if not path.exists():
         return []
@@ -324,26 +313,20 @@ def _resume(path: Path, net, opt, sched) -> list[float]:
     with torch.no_grad():
         for name, value in state["trainable"].items():
             params[name].copy_(value)
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
+    opt.load_state_dict(state["optimizer"])  # moves the state to the parameters' device
     return list(state["losses"])
 
 
-@torch.no_grad()
-def accuracy(net: nn.Module, task, split: str, batch_size: int, cache=None) -> float:
-    net.eval()
-    correct = total = 0
-    for inputs, labels, extras in eval_batches(task, split, batch_size, cache):
-        logits = logits_of(call_model(net, inputs, **extras))
-        correct += (logits.argmax(-1) == labels).sum().item()
-        total += len(labels)
-    net.train()
-    return correct / total
+def accuracy(net: nn.Module, task, split: str, batch_size: int, cache=None, device=None,
+             precision: str = "fp32") -> float:
+    device = device if device is not None else next(net.parameters()).device
+    return engine.accuracy(net, eval_batches(task, split, batch_size, cache), device=device, precision=precision)
 
 
-def _metrics(cfg, net, task, cache, losses, seconds, steps_run) -> dict:
+def _metrics(cfg, net, task, cache, losses, seconds, steps_run, device) -> dict:
     tail = losses[-max(1, len(losses) // 10):]
-    metrics = {f"{split.replace('+', '_')}_accuracy": accuracy(net, task, split, cfg.eval_batch_size, cache)
+    metrics = {f"{split.replace('+', '_')}_accuracy":
+               accuracy(net, task, split, cfg.eval_batch_size, cache, device, cfg.precision)
                for split in cfg.eval_splits}
     metrics.update(train_loss=statistics.fmean(tail), steps=cfg.steps, seconds=seconds,
                    steps_per_second=steps_run / seconds if seconds > 0 else None,
