@@ -162,9 +162,29 @@ def test_model_spec_of_a_pretrained_model_follows_its_settings(embedded):
     assert X.model_spec(embedded, "minilm") == "minilm"
 
 
-def test_forward_flops_match_app_k():
-    # App. K footnote 8: ViT-B/16 (197 tokens, d 768, 12 heads, FFN 3072, 12 blocks) ~ 34.9 GFLOPs
-    assert forward_flops(197, 768, 12, 3072, 12) / 1e9 == pytest.approx(34.9, abs=0.1)
+def footnote_8(n_seq, d_model, h, d_ffn, blocks):
+    """App. K footnote 8 as printed: F = blocks * (F_mha + F_ffn), d_k = d_model / h."""
+    d_k = d_model // h
+    f_ffn = n_seq * (2 * d_model - 1) * d_ffn + n_seq * (2 * d_ffn - 1) * d_model
+    f_mha = (3 * n_seq * (2 * d_model - 1) * d_k * h + n_seq ** 2 * 2 * d_k * h
+             + n_seq * (2 * n_seq - 1) * d_k * h + n_seq * (2 * d_k * h - 1) * d_model)
+    return blocks * (f_mha + f_ffn)
+
+
+def test_forward_flops_are_footnote_8_exactly():
+    # a small arch counted by hand: n_seq 5, d_model 8, h 2 (d_k 4), d_ffn 16, 2 blocks
+    # F_ffn = 5*15*16 + 5*31*8 = 1200 + 1240 = 2440
+    # F_mha = 3*5*15*4*2 + 25*2*4*2 + 5*9*4*2 + 5*15*8 = 1800 + 400 + 360 + 600 = 3160
+    # F = 2 * (3160 + 2440) = 11200
+    assert forward_flops(5, 8, 2, 16, 2) == 11200
+    assert footnote_8(5, 8, 2, 16, 2) == 11200
+    # ViT-B/16 (197 tokens, d 768, 12 heads, FFN 3072, 12 blocks): 34,876,753,920, the paper's ~34.9 G.
+    # (A 1% miscount, e.g. d_k * h - 1 for 2 d_k h - 1 in F_up, would still round to 34.9 G.)
+    assert forward_flops(197, 768, 12, 3072, 12) == footnote_8(197, 768, 12, 3072, 12) == 34_876_753_920
+    assert round(34_876_753_920 / 1e9, 1) == 34.9
+    # the other arguments each count where the footnote puts them (d_k h = d_model: heads cancel out)
+    for args in [(7, 8, 2, 16, 2), (5, 12, 3, 16, 2), (5, 8, 2, 24, 2), (5, 8, 2, 16, 3), (5, 8, 4, 16, 2)]:
+        assert forward_flops(*args) == footnote_8(*args), args
 
 
 def test_select_lr_by_mean_val_accuracy_with_diverged_trials(tmp_path):
