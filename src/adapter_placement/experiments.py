@@ -548,7 +548,7 @@ def search_item(config: Mapping, search: Search) -> dict:
             "search_batches": spec.get("batches"), "data_seed": int(config["data_seed"]),
             "sizes": entry.get("sizes"), "data_dir": config.get("data_dir"),
             "lr_file": lr_file(config["results"], search.dataset, search.model, "adapters"),
-            "tracking_uri": tracking_uri(config),
+            "tracking_uri": tracking_uri(config), "device": config.get("device", "auto"),
             "tags": {"experiment": "search", "cell": f"search/{search.dataset}/selection/{search.method}_{search.n}",
                      "dataset": search.dataset, "method": search.method, "seed": search.seed}}
 
@@ -674,7 +674,14 @@ def train_settings(config: Mapping, dataset: str, model: str) -> dict:
             "batch_size": int(entry["batch_size"]), "data_seed": int(config["data_seed"]),
             "data_sizes": entry.get("sizes"), "data_dir": config.get("data_dir"),
             "prefix_cache": bool(config["prefix_cache"]), "cache_dir": f"{config['results']}/cache",
-            "tracking_uri": tracking_uri(config), "progress": False}
+            "tracking_uri": tracking_uri(config), "progress": False, **compute_settings(config, model)}
+
+
+def compute_settings(config: Mapping, model: str) -> dict:
+    """Where and how a job computes: the device and precision of the config, and the model's
+    micro-batch size (gradient accumulation, for models whose batch does not fit one GPU)."""
+    return {"device": config.get("device", "auto"), "precision": config.get("precision", "fp32"),
+            "micro_batch_size": config["models"][model].get("micro_batch_size")}
 
 
 def lr_file(results: str, dataset: str, model: str, family: str) -> str:
@@ -844,7 +851,8 @@ def scores_spec(config: Mapping, dataset: str, model: str) -> dict:
             "score_examples": int(entry["score_examples"]), "functions": list(scores["functions"]),
             "eta": float(scores["eta"]), "etas": [float(e) for e in scores["etas"]],
             "data_seed": int(config["data_seed"]), "sizes": entry.get("sizes"), "data_dir": config.get("data_dir"),
-            "tracking_uri": tracking_uri(config)}
+            "tracking_uri": tracking_uri(config), "device": config.get("device", "auto"),
+            "precision": config.get("precision", "fp32")}
 
 
 def batch_items(config: Mapping, experiment: str, dataset: str, batch: int) -> list[dict]:

@@ -92,20 +92,10 @@ def model_info(job: Mapping) -> dict:
                          f"{backbone.num_layers} blocks: fix the config")
     info = {"model": spec["model"], "spec": spec["spec"], "modality": loaded.modality,
             "blocks": backbone.num_layers, "num_nodes": backbone.num_nodes, "hidden_size": backbone.hidden_size,
-            "parameters": sum(p.numel() for p in loaded.model.parameters()), **_shape_of(loaded)}
+            "parameters": sum(p.numel() for p in loaded.model.parameters()),
+            "heads": backbone.heads, "ffn_size": backbone.ffn_size, "tokens": backbone.tokens}
     atomic.write_json(job["output"]["info"], info)
     return info
-
-
-def _shape_of(loaded) -> dict:
-    """Heads, feed-forward width and (vision) tokens per example, for the FLOP formulas of App. K."""
-    model = loaded.model
-    if loaded.modality == "vision":
-        block = model.blocks[0]
-        return {"heads": block.attn.num_heads, "ffn_size": block.mlp.fc1.out_features,
-                "tokens": model.patch_embed.num_patches + model.num_prefix_tokens}
-    config = model.config
-    return {"heads": config.num_attention_heads, "ffn_size": config.intermediate_size, "tokens": None}
 
 
 def pretrain(job: Mapping) -> dict:
@@ -236,6 +226,7 @@ def compute_scores(job: Mapping) -> dict:
 
     from .backbones import describe
     from .data import load_task
+    from .device import enable_tf32, resolve_device
     from .experiments import head_steps
     from .models import load_model
     from .tracking import tracked_run
@@ -247,8 +238,11 @@ def compute_scores(job: Mapping) -> dict:
     run_steps = read_json(job["input"]["run_steps"])["steps"]
     lengths = {"default": head_steps(spec["head_fraction"], run_steps),
                **{str(n): int(n) for n in spec["head_steps_grid"]}}
+    device = resolve_device(spec.get("device", "auto"))  # a missing GPU fails before any loading
+    enable_tf32(device)
     torch.manual_seed(0)
     loaded = load_model(spec["model_spec"], num_classes_of(spec["task"]))
+    loaded.model.to(device)
     task = load_task(spec["task"], seed=spec["data_seed"], data_dir=spec.get("data_dir"), tokenizer=loaded.tokenizer,
                      data_config=loaded.data_config, sizes=spec.get("sizes"))
     head = describe(loaded.model).head
@@ -276,22 +270,45 @@ def score_after_head(loaded, task, batches, head_steps: int, head_lr: float, spe
     """Train the head for ``head_steps`` (seeded), then every score of every edge."""
     import torch
 
-    from .scores import edge_gradients, train_head
+    from .backbones import describe
+    from .scores import train_head
 
     torch.manual_seed(0)
     started = time.perf_counter()
     optimizer = "adamw" if loaded.modality == "text" else "sgd"
-    losses = train_head(loaded.model, _Batches(task, spec["batch_size"]), head_steps, lr=head_lr, optimizer=optimizer)
+    precision = spec.get("precision", "fp32")
+    losses = train_head(loaded.model, _Batches(task, spec["batch_size"]), head_steps, lr=head_lr, optimizer=optimizer,
+                        precision=precision)
     head_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    grads = edge_gradients(loaded.model, batches)
-    gradient_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    matrices, srank_by_eta = all_scores(grads, spec["functions"], spec["eta"], spec["etas"])
+    matrices, srank_by_eta, reduce_seconds = all_scores_in_blocks(loaded.model, batches, spec["functions"],
+                                                                  spec["eta"], spec["etas"], precision=precision)
     return {"head_steps": head_steps, "head_losses": losses, "eta": spec["eta"], "scores": matrices,
-            "srank_by_eta": srank_by_eta, "hidden_size": grads.shape[-1],
-            "seconds": {"head": head_seconds, "gradients": gradient_seconds,
-                        "reduce": time.perf_counter() - started}}
+            "srank_by_eta": srank_by_eta, "hidden_size": describe(loaded.model).hidden_size,
+            "seconds": {"head": head_seconds, "reduce": reduce_seconds,
+                        "gradients": time.perf_counter() - started - reduce_seconds}}
+
+
+def all_scores_in_blocks(model, batches, functions: list[str], eta: float, etas: list[float],
+                         **blocks) -> tuple[dict, dict, float]:
+    """``all_scores`` of ``model``'s edge gradients, a block of source rows at a time
+    (``scores.reduce_gradient_blocks``, ``blocks`` its keywords: the whole n^2 d^2 stack is never
+    held): the same lists, and the seconds spent reducing, timed apart from the passes."""
+    from .scores import check_score_args, reduce_gradient_blocks
+
+    for fn in functions:  # before any pass
+        check_score_args(fn, eta)
+    seconds = []
+
+    def reduce(rows):
+        started = time.perf_counter()
+        scores = all_scores(rows, functions, eta, etas)
+        seconds.append(time.perf_counter() - started)
+        return scores
+
+    parts = reduce_gradient_blocks(model, batches, reduce, **blocks)
+    rows = lambda k: {name: [r for part in parts for r in part[k][name]] for name in parts[0][k]}  # noqa: E731
+    return rows(0), rows(1), sum(seconds)
 
 
 def all_scores(grads, functions: list[str], eta: float, etas: list[float]) -> tuple[dict, dict]:
@@ -401,6 +418,7 @@ def run_search_item(item: Mapping) -> dict:
     import torch
 
     from .data import load_task
+    from .device import resolve_device
     from .models import load_model
     from .search import run_search
     from .tracking import tracked_run
@@ -408,8 +426,10 @@ def run_search_item(item: Mapping) -> dict:
 
     key = item["key"]
     options = {**item["options"], "lr": read_json(item["lr_file"])["lr"]}
+    device = resolve_device(item.get("device", "auto"))  # a missing GPU fails before any loading
     torch.manual_seed(key["seed"])
     loaded = load_model(item["model_spec"], num_classes_of(item["task"]))
+    loaded.model.to(device)
     task = load_task(item["task"], seed=item["data_seed"], data_dir=item.get("data_dir"), tokenizer=loaded.tokenizer,
                      data_config=loaded.data_config, sizes=item.get("sizes"))
     # a fixed list (the searches cycle over it): one epoch, or the first `search_batches` of it
