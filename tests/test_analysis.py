@@ -46,7 +46,7 @@ def test_single_edges_kinds_and_table3(tmp_path):
     table = analysis.table3(analysis.load_runs([batch(tmp_path, "f1", fig1)]),
                             analysis.load_runs([batch(tmp_path, "f3", fig3)]), ["d"]).set_index("adapter_type")
     assert table.loc["parallel", "edge"] == "(1, 2)"
-    assert table.loc["recurrent", "edge"] == "(3, 0)" and table.loc["recurrent", "mean"] == pytest.approx(0.7)
+    assert table.loc["recurrent", "edge"] == "(3, 0)" and table.loc["recurrent", "mean"] == pytest.approx(70.0)
     assert table.loc["long_range", "edge"] == "(0, 3)" and table.loc["sequential", "edge"] == "(0, 0)"
 
 

@@ -4,9 +4,11 @@
 function is pure: DataFrames in, a DataFrame out, with the MLflow run ids behind each cell in a
 ``run_ids`` column. ``write_table`` is the job that writes one table as CSV and Markdown.
 
-Accuracies are fractions in ``runs`` and in Table 3 (as the paper prints it), percent in Tables 1,
-5, 7 and 8 (as the paper prints them). Means and standard deviations are over seeds (population
-std, as ``train.run_protocol``).
+Accuracies are fractions in ``runs`` (as the runs' metrics hold them) and percent in every table
+and figure data frame (one unit throughout: the paper's Table 3 prints fractions; ``side_by_side``
+shows it in percent too). Means and standard deviations are over the seeds whose run finished
+(population std, as ``train.run_protocol``); a cell's ``diverged`` column counts the runs that did
+not finish, so a run that diverged is visible, never silently averaged in or away.
 """
 from __future__ import annotations
 
@@ -59,15 +61,23 @@ def load_runs(paths: Iterable[str]) -> pd.DataFrame:
 
 
 def summarise(runs: pd.DataFrame, by: list[str], value: str = "test_accuracy", scale: float = 1.0) -> pd.DataFrame:
-    """Mean, std (population) and count of ``value`` over seeds, and the run ids, per group."""
+    """Mean, std (population) and count of ``value`` over the finished seeds, the number of runs that
+    diverged (status not finished, or no value), and the run ids, per group."""
     if runs.empty:
-        return pd.DataFrame(columns=[*by, "mean", "std", "seeds", "run_ids"])
+        return pd.DataFrame(columns=[*by, "mean", "std", "seeds", "diverged", "run_ids"])
+    runs = runs.assign(_value=np.where(runs.status == "finished", runs[value].astype(float), np.nan))
     grouped = runs.groupby(by, sort=False)
-    out = grouped[value].agg(mean="mean", std=lambda v: float(np.std(v, ddof=0)), seeds="count").reset_index()
+    out = grouped._value.agg(mean="mean", std=lambda v: _std(v), seeds="count").reset_index()
     out["mean"] *= scale
     out["std"] *= scale
+    out["diverged"] = grouped._value.agg(lambda v: int(v.isna().sum())).values
     ids = grouped.run_id.agg(lambda v: ";".join(i for i in v if i)).reset_index(name="run_ids")
     return out.merge(ids, on=by)
+
+
+def _std(values: pd.Series) -> float:
+    finite = values.dropna()
+    return float(np.std(finite, ddof=0)) if len(finite) else math.nan
 
 
 def _edge_of(placement: str) -> Optional[tuple[int, int]]:
@@ -80,11 +90,12 @@ def _edge_of(placement: str) -> Optional[tuple[int, int]]:
 
 
 def single_edges(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, edge): mean test accuracy and train loss over seeds, the edge's kind, run ids."""
+    """Per (dataset, edge): mean test accuracy (%) and train loss over the finished seeds, the edge's
+    kind, run ids."""
     runs = runs.assign(edge=runs.placement.map(_edge_of)).dropna(subset=["edge"])
-    acc = summarise(runs, ["dataset", "placement", "edge"])
-    loss = runs.groupby(["dataset", "placement"]).train_loss.mean().reset_index(name="train_loss")
-    out = acc.merge(loss, on=["dataset", "placement"])
+    acc = summarise(runs, ["dataset", "placement", "edge"], scale=100)
+    loss = summarise(runs, ["dataset", "placement"], value="train_loss")[["dataset", "placement", "mean"]]
+    out = acc.merge(loss.rename(columns={"mean": "train_loss"}), on=["dataset", "placement"])
     out["i"] = out.edge.map(lambda e: e[0])
     out["j"] = out.edge.map(lambda e: e[1])
     out["kind"] = [KIND_NAME[edge_kind(i, j)] for i, j in zip(out.i, out.j)]
@@ -104,10 +115,24 @@ def spearman(x, y) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
+def pearson(x, y) -> tuple[float, float]:
+    """Pearson's r and its p-value; NaN when either side is constant or too short."""
+    from scipy.stats import pearsonr
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan, math.nan
+    result = pearsonr(x, y)
+    return float(result.statistic), float(result.pvalue)
+
+
 # ---------------------------------------------------------------- Table 1
 
 def table1(runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
-    """FT, LP, parallel_all, sequential_all and the best random placement (by mean over seeds)."""
+    """FT, LP, parallel_all, sequential_all and the best random placement (by mean test accuracy over
+    seeds; ties go to the lower draw), test accuracy in percent."""
     rows = []
     for dataset in datasets:
         mine = runs[runs.dataset == dataset]
@@ -126,10 +151,61 @@ def table1(runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
 def _row(summary: pd.DataFrame, method: str, dataset: str, placement: str, **extra) -> dict:
     if summary.empty:
         return {"method": method, "dataset": dataset, "mean": math.nan, "std": math.nan, "seeds": 0,
-                "placement": placement, "run_ids": "", **extra}
+                "diverged": 0, "placement": placement, "run_ids": "", **extra}
     first = summary.iloc[0]
     return {"method": method, "dataset": dataset, "mean": first["mean"], "std": first["std"],
-            "seeds": int(first["seeds"]), "placement": placement, "run_ids": first["run_ids"], **extra}
+            "seeds": int(first["seeds"]), "diverged": int(first["diverged"]), "placement": placement,
+            "run_ids": first["run_ids"], **extra}
+
+
+# ---------------------------------------------------------------- Table 2
+
+def table2(datasets: Mapping[str, Mapping], tasks: Mapping[str, Mapping], paper: pd.DataFrame) -> pd.DataFrame:
+    """The datasets (paper Table 2): per paper dataset key, the task trained here (an embedded
+    stand-in or the tfds task itself), its classes, split sizes (the config's; NaN: the task's own
+    full splits), steps (the candidates selected on val) and batch size, next to the paper's task,
+    classes and split sizes. ``tasks``: per task name, ``classes``, ``paper_task`` (the tfds task it
+    stands in for, or itself) and ``paper_classes`` (the task registry, ``data``)."""
+    theirs = paper.set_index("dataset")
+    rows = []
+    for dataset, entry in datasets.items():
+        task, sizes = tasks[entry["task"]], entry.get("sizes") or {}
+        row = theirs.loc[dataset] if dataset in theirs.index else None
+        rows.append({"dataset": dataset, "task": entry["task"], "classes": task["classes"],
+                     **{split: sizes.get(split, math.nan) for split in ("train", "val", "test")},
+                     "steps": "/".join(str(int(v)) for v in entry["steps"]), "batch_size": int(entry["batch_size"]),
+                     "paper_task": task["paper_task"], "paper_classes": task["paper_classes"],
+                     "paper_train": row["train_size"] if row is not None else math.nan,
+                     "paper_test": row["test_size"] if row is not None else math.nan,
+                     "paper_validation": row["validation"] if row is not None else ""})
+    return pd.DataFrame(rows)
+
+
+def task_registry(names: Iterable[str]) -> dict:
+    """``table2``'s ``tasks`` from the data registry (``data.EMBEDDED_TASKS`` / ``TFDS_TASKS``)."""
+    from .data import EMBEDDED_TASKS, TFDS_TASKS
+
+    out = {}
+    for name in names:
+        paper_task = EMBEDDED_TASKS[name].stands_in_for if name in EMBEDDED_TASKS else name
+        classes = EMBEDDED_TASKS[name].num_classes if name in EMBEDDED_TASKS else TFDS_TASKS[name].num_classes
+        out[name] = {"classes": classes, "paper_task": paper_task, "paper_classes": TFDS_TASKS[paper_task].num_classes}
+    return out
+
+
+# ---------------------------------------------------------------- Table 6
+
+def table6(runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
+    """The train loss (mean over the finished seeds of each run's last steps) of the Table 1 cells;
+    the extended_max row is the random placement that Table 1 picks by test accuracy."""
+    picked = table1(runs, datasets)
+    rows = []
+    for cell in picked.itertuples(index=False):
+        mine = runs[runs.dataset == cell.dataset]
+        mine = mine[mine.method == cell.method] if cell.method in ("full_ft", "linear_probe") else \
+            mine[mine.placement == cell.placement]
+        rows.append(_row(summarise(mine, ["dataset"], value="train_loss"), cell.method, cell.dataset, cell.placement))
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- Table 3
@@ -145,7 +221,7 @@ def table3(fig1_runs: pd.DataFrame, fig3_runs: pd.DataFrame, datasets: list[str]
                 rows.append({"adapter_type": kind, "dataset": dataset, "mean": math.nan, "std": math.nan,
                              "edge": "", "run_ids": ""})
                 continue
-            best = part.sort_values(["mean", "placement"], ascending=[False, True]).iloc[0]
+            best = part.sort_values(["mean", "i", "j"], ascending=[False, True, True]).iloc[0]  # ties: lower edge
             rows.append({"adapter_type": kind, "dataset": dataset, "mean": best["mean"], "std": best["std"],
                          "edge": f"({best.i}, {best.j})", "run_ids": best.run_ids})
     return pd.DataFrame(rows)
@@ -211,19 +287,36 @@ def fig4_correlations(fig3_runs: pd.DataFrame, datasets: list[str]) -> pd.DataFr
 # ---------------------------------------------------------------- Table 5, 7, 8, Fig. 6, 9, 15
 
 def table5(runs: pd.DataFrame, ranks: list[int], blocks: int) -> pd.DataFrame:
-    """L FFN-parallel adapters of rank r vs one adapter of rank L*r at the best Fig. 3 edge."""
+    """L FFN-parallel adapters of rank r vs one adapter of rank L*r on the best grid edge (App. I).
+
+    Every grid edge is trained at rank L*r. The final runs train on train+val and report only test
+    accuracy, so no validation accuracy can choose the edge; choosing it by test accuracy would make
+    the single adapter the best of many noisy draws. ``single_best_*`` is the edge with the lowest
+    mean train loss (it sees no test example; ties go to the higher test accuracy, then the lower
+    edge), ``single_max_*`` the paper's protocol, the best test accuracy over the edges (an
+    optimistic, oracle choice). Accuracies in percent."""
     rows = []
     for rank in ranks:
         ffn = summarise(runs[(runs.placement == "ffn_parallel") & (runs["rank"] == rank)], ["placement"], scale=100)
-        single_runs = runs[(runs.placement == "best_single") & (runs["rank"] == rank * blocks)]
-        single = summarise(single_runs, ["placement"], scale=100)
-        edge = single_runs.edges.iloc[0][0] if len(single_runs) else None
+        edges = single_edges(runs[runs["rank"] == rank * blocks]).dropna(subset=["mean"])
+        by_loss = _first(edges, ["train_loss", "mean", "i", "j"], [True, False, True, True])
+        by_test = _first(edges, ["mean", "i", "j"], [False, True, True])
         rows.append({"rank": rank, "single_rank": rank * blocks,
                      "all_parallel_ffn_mean": _get(ffn, "mean"), "all_parallel_ffn_std": _get(ffn, "std"),
-                     "single_best_mean": _get(single, "mean"), "single_best_std": _get(single, "std"),
-                     "single_edge": f"({edge[0]}, {edge[1]})" if edge else "",
-                     "run_ids": ";".join(filter(None, [_get(ffn, "run_ids", ""), _get(single, "run_ids", "")]))})
+                     "single_best_mean": _get(by_loss, "mean"), "single_best_std": _get(by_loss, "std"),
+                     "single_edge": _edge_text(by_loss), "single_best_train_loss": _get(by_loss, "train_loss"),
+                     "single_max_mean": _get(by_test, "mean"), "single_max_std": _get(by_test, "std"),
+                     "single_max_edge": _edge_text(by_test), "edges": len(edges),
+                     "run_ids": ";".join(filter(None, [_get(ffn, "run_ids", ""), _get(by_loss, "run_ids", "")]))})
     return pd.DataFrame(rows)
+
+
+def _first(frame: pd.DataFrame, by: list[str], ascending: list[bool]) -> pd.DataFrame:
+    return frame.sort_values(by, ascending=ascending).head(1)
+
+
+def _edge_text(summary: pd.DataFrame) -> str:
+    return f"({int(summary.i.iloc[0])}, {int(summary.j.iloc[0])})" if len(summary) else ""
 
 
 def _get(summary: pd.DataFrame, column: str, default=math.nan):
@@ -302,10 +395,19 @@ def fig9_data(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def fig8_data(linear_runs: pd.DataFrame, fig3_runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """Per grid edge: linear and non-linear single-adapter test accuracy (Fig. 8)."""
+    """Per grid edge: linear and non-linear single-adapter test accuracy (%, Fig. 8), with the
+    Pearson and Spearman correlations over the edges (App. D reports both) on every row."""
     linear = single_edges(linear_runs[linear_runs.dataset == dataset])
     nonlinear = single_edges(fig3_runs[fig3_runs.dataset == dataset])
-    return linear.merge(nonlinear, on=["dataset", "placement", "i", "j", "kind"], suffixes=("_linear", "_nonlinear"))
+    data = linear.merge(nonlinear, on=["dataset", "placement", "i", "j", "kind"], suffixes=("_linear", "_nonlinear"))
+    return data.assign(**linear_correlations(data))
+
+
+def linear_correlations(data: pd.DataFrame) -> dict:
+    """Pearson and Spearman (with p-values) of non-linear vs linear single-adapter accuracy."""
+    r, r_p = pearson(data.mean_linear, data.mean_nonlinear)
+    rho, rho_p = spearman(data.mean_linear, data.mean_nonlinear)
+    return {"pearson": r, "pearson_p": r_p, "spearman": rho, "spearman_p": rho_p}
 
 
 def fig15_data(runs: pd.DataFrame, table1_runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
@@ -317,6 +419,40 @@ def fig15_data(runs: pd.DataFrame, table1_runs: pd.DataFrame, dataset: str) -> p
         {"setup": "all n^2 adapters", "mean": _get(everything, "mean"), "std": _get(everything, "std"),
          "run_ids": _get(everything, "run_ids", "")},
     ])
+
+
+# ---------------------------------------------------------------- Fig. 14: GGA's discounting
+
+def discount_matrix(num_nodes: int, edge: tuple[int, int], gamma: float) -> np.ndarray:
+    """d_kl(i, j) = 1 - gamma ** L1((i, j), (k, l)) of App. H for the picked edge (k, l) = ``edge``."""
+    rows, cols = np.indices((num_nodes, num_nodes))
+    return 1.0 - gamma ** (np.abs(rows - edge[0]) + np.abs(cols - edge[1]))
+
+
+def cumulative_discount(num_nodes: int, edges, gamma: float) -> np.ndarray:
+    """The product of the discount matrices of every picked edge: what GGA has multiplied the scores
+    by once it picked ``edges`` (each picked edge itself ends at 0)."""
+    out = np.ones((num_nodes, num_nodes))
+    for edge in edges:
+        out *= discount_matrix(num_nodes, edge, gamma)
+    return out
+
+
+def fig14_data(scores, n_adapters: int, gamma: float) -> pd.DataFrame:
+    """Per edge (i, j): the score, the discount matrix of GGA's first pick, the product of the
+    discounts of all ``n_adapters`` picks, the score after selection (their product), and the pick
+    order (0-based; -1 for edges not picked) of Algorithm 1 (``gga.gga_select``)."""
+    from .gga import gga_select
+
+    s = np.asarray(scores, float)
+    n = s.shape[0]
+    picks = [tuple(e) for e in gga_select(s, n_adapters, gamma)]
+    first, every = discount_matrix(n, picks[0], gamma), cumulative_discount(n, picks, gamma)
+    order = {edge: k for k, edge in enumerate(picks)}
+    rows, cols = np.indices(s.shape)
+    return pd.DataFrame({"i": rows.ravel(), "j": cols.ravel(), "score": s.ravel(), "discount_first": first.ravel(),
+                         "discount_all": every.ravel(), "score_after": (s * every).ravel(),
+                         "pick": [order.get((i, j), -1) for i, j in zip(rows.ravel(), cols.ravel())]})
 
 
 def fig1_data(runs: pd.DataFrame) -> pd.DataFrame:
@@ -439,23 +575,164 @@ def _first_random(runs: pd.DataFrame) -> str:
     return names[0] if names else ""
 
 
+# ---------------------------------------------------------------- side by side with the paper
+
+PAPER_TABLE = {"table1": "table1", "table2": "table2_datasets", "table3": "table3_best_single_by_type",
+               "table4": "table4_aggregation_inat18", "table5": "table5_single_vs_ffn_parallel",
+               "table7": "table7_sst2_nonrecurrent", "table8": "table8_transfer"}
+MISSING = "–"
+
+
+def number(value, digits: int = 2) -> str:
+    """A number as the tables print it: fixed digits, scientific below 10^-digits (1e-4, never
+    0.000), "–" when missing."""
+    if value is None or (isinstance(value, (float, np.floating)) and not np.isfinite(value)):
+        return MISSING
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    value = float(value)
+    if value != 0 and abs(value) < 10 ** -digits:
+        mantissa, exponent = f"{value:.1e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return f"{value:.{digits}f}"
+
+
+def _cell(mean, std=None) -> str:
+    if std is None:
+        return number(mean)
+    return MISSING if number(mean) == MISSING else f"{number(mean)} ± {number(std)}"
+
+
+def _pair(ours: str, theirs: str) -> str:
+    return f"{ours} | {theirs}"
+
+
+def _lookup(frame: pd.DataFrame, key, column):
+    return frame.loc[key, column] if key in frame.index and column in frame.columns else math.nan
+
+
+def side_by_side(name: str, ours: pd.DataFrame, paper: Optional[pd.DataFrame]) -> pd.DataFrame:
+    """Table ``name`` with one cell per number: "this run | paper" (paper from ``paper/*.csv``, in
+    percent like ours; "–" where a side has no number). Tables without transcribed paper numbers
+    (Table 6, App. K) get "–" on the paper's side."""
+    paper = paper if paper is not None else pd.DataFrame()
+    return SIDE_BY_SIDE[name](ours, paper)
+
+
+def _by_dataset(ours, paper, row_key, ours_name=lambda m: m, scale=1.0) -> pd.DataFrame:
+    """Rows ``row_key`` x dataset columns, cells "mean ± std | paper mean ± std"."""
+    theirs = paper.set_index([row_key, "dataset"]) if len(paper) else pd.DataFrame()
+    rows = []
+    for key, part in ours.groupby(row_key, sort=False):
+        row = {row_key: key}
+        for r in part.itertuples(index=False):
+            paper_key = (ours_name(key), r.dataset)
+            mean, std = _lookup(theirs, paper_key, "mean"), _lookup(theirs, paper_key, "std")
+            row[r.dataset] = _pair(_cell(r.mean, r.std), _cell(mean * scale, std * scale))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _table1_pairs(ours, paper):
+    return _by_dataset(ours, paper, "method", lambda m: PAPER_METHOD.get(m, m))
+
+
+def _table3_pairs(ours, paper):
+    return _by_dataset(ours, paper, "adapter_type", scale=100)  # the paper prints Table 3 in fractions
+
+
+def _table6_pairs(ours, paper):
+    return _by_dataset(ours, pd.DataFrame(), "method")  # Table 6 is an image in the paper: not transcribed
+
+
+def _table4_pairs(ours, paper):
+    theirs = paper.set_index("function") if len(paper) else pd.DataFrame()
+    return pd.DataFrame([{"function": r.function, **{column: _pair(number(getattr(r, column)),
+                                                                  number(_lookup(theirs, r.paper_name, column)))
+                                                     for column in ("train_loss_spearman", "test_accuracy_spearman")}}
+                         for r in ours.itertuples(index=False)])
+
+
+def _table5_pairs(ours, paper):
+    theirs = paper.set_index("rank") if len(paper) else pd.DataFrame()
+    ranks = list(dict.fromkeys([*ours["rank"], *theirs.index]))
+    mine = ours.set_index("rank")
+    rows = []
+    for rank in ranks:
+        ffn, single = _lookup(theirs, rank, "all_parallel_ffn_12"), _lookup(theirs, rank, "single_best_rank_x12")
+        rows.append({"rank": rank,
+                     "all parallel (FFN)": _pair(_cell(_lookup(mine, rank, "all_parallel_ffn_mean"),
+                                                       _lookup(mine, rank, "all_parallel_ffn_std")), number(ffn)),
+                     "single, lowest train loss": _pair(_cell(_lookup(mine, rank, "single_best_mean"),
+                                                              _lookup(mine, rank, "single_best_std")), number(single)),
+                     "single, best test (paper's choice)": _pair(_cell(_lookup(mine, rank, "single_max_mean"),
+                                                                       _lookup(mine, rank, "single_max_std")), number(single))})
+    return pd.DataFrame(rows)
+
+
+def _table7_pairs(ours, paper):
+    names = {"parallel_24": "parallel_all"}
+    theirs = paper.assign(method=paper.method.str.replace(r"_max\d+$", "_max", regex=True).replace(names)) \
+        .set_index("method") if len(paper) else pd.DataFrame()
+    return pd.DataFrame([{"method": r.method,
+                          "accuracy": _pair(_cell(r.accuracy_mean, r.accuracy_std),
+                                            _cell(_lookup(theirs, r.method, "accuracy_mean"),
+                                                  _lookup(theirs, r.method, "accuracy_std"))),
+                          "n_adapters": _pair(number(r.n_adapters), number(_lookup(theirs, r.method, "n_adapters")))}
+                         for r in ours.itertuples(index=False)])
+
+
+def _table8_pairs(ours, paper):
+    theirs = paper.set_index("dataset") if len(paper) else pd.DataFrame()
+    return pd.DataFrame([{"dataset": r.dataset,
+                          "tailored": _pair(_cell(r.tailored_mean, r.tailored_std),
+                                            _cell(_lookup(theirs, r.dataset, "tailored_mean"),
+                                                  _lookup(theirs, r.dataset, "tailored_std"))),
+                          "transfer": _pair(_cell(r.transfer_mean, r.transfer_std),
+                                            _cell(_lookup(theirs, r.dataset, "transfer_mean"),
+                                                  _lookup(theirs, r.dataset, "transfer_std"))),
+                          "delta": _pair(number(r.delta), number(_lookup(theirs, r.dataset, "delta")))}
+                         for r in ours.itertuples(index=False)])
+
+
+def _table2_pairs(ours, paper):
+    # table2 carries the paper's columns itself (they come from paper/table2_datasets.csv)
+    return pd.DataFrame([{"dataset": r.dataset, "task | paper task": _pair(r.task, r.paper_task),
+                          "classes": _pair(number(r.classes), number(r.paper_classes)),
+                          "train": _pair(number(r.train), number(r.paper_train)),
+                          "val": _pair(number(r.val), str(r.paper_validation) or MISSING),
+                          "test": _pair(number(r.test), number(r.paper_test)),
+                          "steps": r.steps, "batch_size": r.batch_size}
+                         for r in ours.itertuples(index=False)])
+
+
+SIDE_BY_SIDE = {"table1": _table1_pairs, "table2": _table2_pairs, "table3": _table3_pairs, "table4": _table4_pairs,
+                "table5": _table5_pairs, "table6": _table6_pairs, "table7": _table7_pairs, "table8": _table8_pairs}
+
+
 # ---------------------------------------------------------------- the job
 
-def write_frame(frame: pd.DataFrame, csv_path: str, md_path: Optional[str] = None, title: str = "") -> None:
-    """CSV (full precision) and, if asked, a Markdown table (rounded), both written atomically."""
+def write_frame(frame: pd.DataFrame, csv_path: str, md_path: Optional[str] = None, title: str = "",
+                pairs: Optional[pd.DataFrame] = None) -> None:
+    """CSV (full precision) and, if asked, a Markdown table (rounded; with ``pairs``, the side-by-side
+    table "this run | paper" first), both written atomically."""
     with atomic.atomic_path(csv_path) as tmp:
         frame.to_csv(tmp, index=False)
     if md_path:
-        text = (f"# {title}\n\n" if title else "") + markdown(frame) + "\n"
+        text = f"# {title}\n\n" if title else ""
+        if pairs is not None:
+            text += "Cells: this run | paper (`paper/*.csv`).\n\n" + markdown(pairs) + "\n\nThis run in full:\n\n"
+        text += markdown(frame) + "\n"
         with atomic.atomic_path(md_path) as tmp:
             tmp.write_text(text)
 
 
 def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
-    """A GitHub Markdown table (no tabulate dependency); run ids are shortened to 8 characters."""
+    """A GitHub Markdown table (no tabulate dependency); run ids are shortened to 8 characters;
+    numbers below 10^-digits in scientific notation (a learning rate prints as 1e-4)."""
     def cell(value, column):
-        if isinstance(value, float):
-            return "" if math.isnan(value) else f"{value:.{digits}f}"
+        if isinstance(value, (float, np.floating)):
+            return "" if math.isnan(value) else number(value, digits)
         if column == "run_ids" and isinstance(value, str):
             ids = [v[:8] for v in value.split(";") if v]
             return " ".join(ids[:6]) + (f" (+{len(ids) - 6})" if len(ids) > 6 else "")
@@ -473,9 +750,11 @@ def read_json(path) -> dict:
 
 TABLE_TITLES = {
     "table1": "Table 1: FT, LP, parallel and sequential adapters, best random placement (test accuracy %)",
-    "table3": "Table 3: best single adapter of each kind (test accuracy)",
+    "table2": "Table 2: the datasets, the paper's and the tasks trained here (classes, split sizes, steps, batch)",
+    "table3": "Table 3: best single adapter of each kind (test accuracy %)",
     "table4": "Table 4: score functions vs single-adapter train loss and test accuracy (Spearman)",
-    "table5": "Table 5: one adapter of rank L*r at the best edge vs L FFN-parallel adapters of rank r (%)",
+    "table5": "Table 5: one adapter of rank L*r on the best grid edge vs L FFN-parallel adapters of rank r (test accuracy %)",
+    "table6": "Table 6: train loss of the Table 1 runs (the paper's Table 6 is not transcribed)",
     "table7": "Table 7: random non-recurrent placements vs first-k and last-k (test accuracy %)",
     "table8": "Table 8: tailored vs transferred best placement (test accuracy %)",
     "appK": "App. K: FLOPs of scoring and of the Table 1 placements (analytic) and measured seconds",
@@ -488,6 +767,11 @@ def build_table(name: str, context: Mapping, inputs: Mapping) -> pd.DataFrame:
     exp = context["experiments"]
     if name == "table1":
         return table1(load_runs(inputs["table1"]), exp["table1"]["datasets"])
+    if name == "table2":
+        tasks = task_registry({e["task"] for e in context["datasets"].values()})
+        return table2(context["datasets"], tasks, pd.read_csv(inputs["paper"]))
+    if name == "table6":
+        return table6(load_runs(inputs["table1"]), exp["table1"]["datasets"])
     if name == "table3":
         datasets = [d for d in exp["fig3"]["datasets"] if d in exp["fig1"]["datasets"]]
         return table3(load_runs(inputs["fig1"]), load_runs(inputs["fig3"]), datasets)
@@ -526,6 +810,12 @@ def _batch_sizes(context: Mapping) -> dict:
 
 
 def write_table(spec: Mapping, inputs: Mapping, outputs: Mapping) -> pd.DataFrame:
-    frame = build_table(spec["name"], spec["context"], inputs)
-    write_frame(frame, outputs["csv"], outputs["md"], TABLE_TITLES[spec["name"]])
+    """The table job: CSV of this run, Markdown side by side with the paper's numbers where the
+    paper has the table (``inputs["paper"]``: its ``paper/*.csv``)."""
+    name = spec["name"]
+    frame = build_table(name, spec["context"], inputs)
+    pairs = None
+    if name in SIDE_BY_SIDE:
+        pairs = side_by_side(name, frame, pd.read_csv(inputs["paper"]) if inputs.get("paper") else None)
+    write_frame(frame, outputs["csv"], outputs["md"], TABLE_TITLES[name], pairs)
     return frame

@@ -81,7 +81,7 @@ def figure3(data: pd.DataFrame, lines: pd.DataFrame, num_nodes: Mapping[str, int
     for ax, dataset in zip(axes, datasets):
         part = data[data.dataset == dataset]
         points = sorted(set(part.i) | set(part.j))
-        matrix = _edge_matrix(part, num_nodes[dataset])[np.ix_(points, points)] * 100
+        matrix = _edge_matrix(part, num_nodes[dataset])[np.ix_(points, points)]
         sns.heatmap(matrix, ax=ax, cmap="viridis", xticklabels=points, yticklabels=points, square=True,
                     cbar_kws={"label": "test accuracy (%)"})
         for _, row in part.nlargest(3, "mean").iterrows():
@@ -137,7 +137,7 @@ def figure12(edges: pd.DataFrame):
     for ax, dataset in zip(axes, datasets):
         part = edges[edges.dataset == dataset]
         rho, _ = analysis.spearman(np.log(part.train_loss), part["mean"])
-        sns.scatterplot(x=np.log(part.train_loss), y=part["mean"] * 100, hue=part.kind.values, ax=ax, s=25)
+        sns.scatterplot(x=np.log(part.train_loss), y=part["mean"], hue=part.kind.values, ax=ax, s=25)
         ax.set(title=f"{dataset} (rho = {rho:.2f})", xlabel="log train loss", ylabel="test accuracy (%)")
         ax.legend(fontsize=6)
     return fig
@@ -175,16 +175,30 @@ def figure6(ab: pd.DataFrame, lines: pd.DataFrame, c: pd.DataFrame):
 def figure8(data: pd.DataFrame, num_nodes: int):
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     points = sorted(set(data.i) | set(data.j))
-    matrix = _edge_matrix(data, num_nodes, "mean_linear")[np.ix_(points, points)] * 100
+    matrix = _edge_matrix(data, num_nodes, "mean_linear")[np.ix_(points, points)]
     sns.heatmap(matrix, ax=axes[0], cmap="viridis", xticklabels=points, yticklabels=points, square=True,
                 cbar_kws={"label": "test accuracy (%)"})
     axes[0].set(title="single linear adapters", xlabel="target node j", ylabel="source node i")
-    rho, _ = analysis.spearman(data.mean_linear, data.mean_nonlinear)
+    c = analysis.linear_correlations(data)
     sns.scatterplot(data=data, x="mean_linear", y="mean_nonlinear", hue="kind", ax=axes[1])
     low, high = np.nanmin(data[["mean_linear", "mean_nonlinear"]].values), np.nanmax(data[["mean_linear", "mean_nonlinear"]].values)
     axes[1].plot([low, high], [low, high], "k--", lw=1)
-    axes[1].set(title=f"non-linear vs linear (Spearman {rho:.2f})", xlabel="linear adapter accuracy",
-                ylabel="non-linear adapter accuracy")
+    axes[1].set(title=f"non-linear vs linear (Pearson {c['pearson']:.2f}, Spearman {c['spearman']:.2f})",
+                xlabel="linear adapter accuracy (%)", ylabel="non-linear adapter accuracy (%)")
+    return fig
+
+
+def figure14(data: pd.DataFrame):
+    """Left: the discount matrix of GGA's first pick; right: the scores after all picks (App. H)."""
+    n = int(data.i.max()) + 1
+    first = data[data.pick == 0].iloc[0]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    for ax, column, title in ((axes[0], "discount_first", f"discount matrix of the first pick ({first.i}, {first.j})"),
+                              (axes[1], "score_after", f"scores after placing {int((data.pick >= 0).sum())} adapters")):
+        sns.heatmap(_edge_matrix(data, n, column), ax=ax, cmap="magma", square=True)
+        ax.set(title=title, xlabel="target node j", ylabel="source node i")
+    for _, row in data[data.pick >= 0].iterrows():
+        axes[1].add_patch(plt.Rectangle((row.j, row.i), 1, 1, fill=False, ec="cyan", lw=1))
     return fig
 
 
@@ -250,7 +264,7 @@ def build_figure(name: str, context: Mapping, inputs: Mapping) -> tuple[pd.DataF
         runs, scores = load_runs(inputs["fig3"]), _scores_by_dataset(inputs["scores"])
         data = analysis.fig5_correlations(runs, scores)
         edges = analysis.single_edges(runs)
-        y, label, log_y = (("mean", "test accuracy", False) if name == "fig5" else ("train_loss", "log train loss", True))
+        y, label, log_y = (("mean", "test accuracy (%)", False) if name == "fig5" else ("train_loss", "log train loss", True))
         return data, lambda: _score_scatter(edges, scores, y, label, log_y=log_y)
     if name == "fig12":
         edges = analysis.single_edges(load_runs(inputs["fig3"]))
@@ -276,6 +290,11 @@ def build_figure(name: str, context: Mapping, inputs: Mapping) -> tuple[pd.DataF
     if name == "fig9":
         data = analysis.fig9_data(load_runs(inputs["fig9"]))
         return data, lambda: figure9(data)
+    if name == "fig14":
+        matrix = read_json(inputs["scores"])["heads"]["default"]["scores"]["srank"]
+        # as in the paper's Fig. 14: 2L adapters (24 for ViT-B) with the Fig. 6 gamma
+        data = analysis.fig14_data(matrix, len(matrix) - 1, exp["fig6ab"]["gamma"])
+        return data, lambda: figure14(data)
     if name == "fig15":
         data = analysis.fig15_data(load_runs(inputs["fig15"]), load_runs(inputs["table1"]), exp["fig15"]["dataset"])
         return data, lambda: figure15(data)

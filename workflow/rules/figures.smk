@@ -27,6 +27,8 @@ FIGURES = {
     "fig12": ("Fig. 12: test accuracy vs train loss", ["fig3"], False, lambda: {"fig3": batches("fig3")}),
     "fig13": ("Fig. 13: eta and head pre-training steps vs correlation", [], True,
               lambda: {"fig3": batches("fig3", [SCORES_DATASET]), "scores": scores_file(SCORES_DATASET)}),
+    "fig14": ("Fig. 14: GGA's discount matrix and the score matrix after selection", ["fig6ab"], True,
+              lambda: {"scores": scores_file(SCORES_DATASET)}),
     "fig15": ("Fig. 15: all n^2 adapters vs the best random placement", ["fig15", "table1"], False,
               lambda: {"fig15": batches("fig15"), "table1": batches("table1", [EXP["fig15"]["dataset"]])}),
 }
