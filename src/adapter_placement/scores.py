@@ -116,7 +116,7 @@ def reduce_gradient_blocks(model: nn.Module, batches: Iterable, reduce: Callable
     check_precision(precision)
     device = _scoring_device(model, device)
     budget = _budget(max_memory, block_rows, n, d, device)
-    if iter(batches) is batches:  # several passes may read it
+    if isinstance(batches, Iterator):  # several passes may read it
         batches = list(batches)
     graph = isinstance(model, AdapterGraph)
     capture = partial(_capture_graph_batch, model) if graph else partial(_capture_batch, describe(model))
