@@ -1,4 +1,4 @@
-"""Tables from runs' metrics (analysis.py) and the report's findings (report.py), on hand-made
+"""Tables from runs' metrics (analysis.py), on hand-made
 batch JSONs whose answers are known."""
 import json
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adapter_placement import analysis, report
+from adapter_placement import analysis
 
 
 def batch(tmp_path, name, runs):
@@ -67,30 +67,4 @@ def test_markdown_rounds_and_shortens_run_ids():
     assert "| 1.235 | 01234567 abcdefgh |  |" in text
 
 
-def test_a_finding_is_reproduced_or_not_by_its_criterion():
-    ours = pd.DataFrame([{"method": m, "dataset": d, "mean": v, "std": 0.1} for m, d, v in [
-        ("extended_max", "a", 80), ("parallel_all", "a", 70), ("extended_max", "b", 60), ("parallel_all", "b", 65),
-        ("extended_max", "c", 90), ("parallel_all", "c", 85)]])
-    paper = pd.DataFrame([{"method": m, "dataset": "a", "mean": v, "std": 0} for m, v in
-                          (("extended_max_24", 2.0), ("parallel_24", 1.0))])
-    finding = report.finding_random_beats_parallel(ours, paper)
-    assert finding["ours"].startswith("on 2 of 3 datasets") and finding["verdict"] == report.REPRODUCED
-    assert finding["paper"] == "on 1 of 1 datasets"
-    worse = ours.assign(mean=np.where(ours.method == "extended_max", 0.0, ours["mean"]))
-    assert report.finding_random_beats_parallel(worse, paper)["verdict"] == report.NOT_REPRODUCED
-
-
-def test_learnt_flags_datasets_where_nothing_left_chance():
-    from adapter_placement.report import learnt
-
-    table1 = pd.DataFrame([
-        {"method": "linear_probe", "dataset": "a", "mean": 1.2, "std": 0.1},
-        {"method": "parallel_all", "dataset": "a", "mean": 2.5, "std": 0.9},  # 1.5 above chance: noise
-        {"method": "linear_probe", "dataset": "b", "mean": 40.0, "std": 1.0},
-        {"method": "parallel_all", "dataset": "b", "mean": 60.0, "std": 12.0},  # 27.5 above, but std 12
-        {"method": "full_ft", "dataset": "b", "mean": 55.0, "std": 1.0},
-    ])
-    frame = learnt(table1, {"a": 1.0, "b": 32.5}).set_index("dataset")
-    assert frame.loc["a", "learnt"] == False  # noqa: E712
-    assert frame.loc["b", "learnt"] == True and frame.loc["b", "best"] == "parallel_all"  # noqa: E712
-    assert frame.loc["b", "full_ft"] == 55.0 and frame.loc["a", "chance"] == 1.0
+# The findings' verdicts and learnt.csv: tests/test_findings.py (known answers with seed noise).
