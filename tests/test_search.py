@@ -295,6 +295,54 @@ def test_taylor_criterion_is_the_first_order_loss_change_of_removal(images):
         assert value == pytest.approx(abs(up - down) / (2 * eps), rel=1e-5)
 
 
+def test_taylor_sums_over_several_steps_are_the_mean_of_alpha_times_the_loss_slope(images):
+    """Three steps with other weights and targets each, an edge grown after the first and a reset:
+    |mean over its steps of alpha * dL/dalpha|, the slope taken by central differences here."""
+    model = small_vit().double()
+    images = images.double()
+    graph = AdapterGraph(model, [(0, 1), (6, 2), (3, 5)], rank=4)
+    randomise(graph, seed=6)
+    targets = [torch.tensor([0, 3, 1, 4]), torch.tensor([2, 2, 0, 1]), torch.tensor([4, 1, 3, 0])]
+    sums, by_hand = _TaylorSums(graph), {}
+
+    def slope_times_alpha(e, y, eps=1e-5):
+        alpha = graph.adapter(*e).alpha
+        a0 = alpha.detach().clone()
+        with torch.no_grad():
+            alpha.copy_(a0 + eps)
+            up = F.cross_entropy(graph(images), y).item()
+            alpha.copy_(a0 - eps)
+            down = F.cross_entropy(graph(images), y).item()
+            alpha.copy_(a0)
+        return a0.item() * (up - down) / (2 * eps)
+
+    for step, y in enumerate(targets):
+        if step == 1:
+            graph.add_edges([(2, 6)])
+            randomise(graph, seed=10 + step)  # new weights for every adapter, the new one included
+        if step == 2:
+            with torch.no_grad():
+                graph.adapter(0, 1).alpha.mul_(-1.5)
+        for e in graph.edges:
+            by_hand.setdefault(e, []).append(slope_times_alpha(e, y))
+        graph.zero_grad(set_to_none=True)
+        F.cross_entropy(graph(images), y).backward()
+        sums(step)
+    values = sums.values()
+    assert sorted(values) == sorted(graph.edges) and len(by_hand[Edge(2, 6)]) == 2
+    for e, terms in by_hand.items():
+        assert values[e] == pytest.approx(abs(sum(terms) / len(terms)), rel=1e-5), e
+    # the mean is signed: terms of both signs cancel (their absolute values would not)
+    assert any(min(t) < 0 < max(t) for t in by_hand.values())
+    sums.reset()
+    assert sums.values() == {e: 0.0 for e in graph.edges}  # nothing since the reset
+    graph.zero_grad(set_to_none=True)
+    F.cross_entropy(graph(images), targets[0]).backward()
+    sums(3)
+    for e in graph.edges:
+        assert sums.values()[e] == pytest.approx(abs(slope_times_alpha(e, targets[0])), rel=1e-5), e
+
+
 @pytest.mark.parametrize("criterion", ["magnitude", "taylor"])
 def test_prune_regrow_keeps_n_and_reports_survivors(criterion, batches):
     result = prune_regrow(small_vit(depth=2), batches, n=4, steps=7, update_every=2, fraction=0.5,
@@ -303,14 +351,49 @@ def test_prune_regrow_keeps_n_and_reports_survivors(criterion, batches):
     current = [Edge(*e) for e in result.details["initial"]]
     for h in result.history:
         dropped, grown = [Edge(*e) for e in h["dropped"]], [Edge(*e) for e in h["grown"]]
-        lowest = [Edge(i, j) for i, j, _ in h["criterion"][:2]]
-        assert sorted(dropped) == sorted(lowest) and set(dropped) <= set(current)
+        assert sorted(Edge(i, j) for i, j, _ in h["criterion"]) == sorted(current)  # every adapter judged
+        assert set(dropped) <= set(current) and not set(grown) & (set(current) - set(dropped))
         current = [e for e in current if e not in dropped] + grown
         assert len(set(current)) == 4 and sorted(Edge(*e) for e in h["edges"]) == sorted(current)
     assert sorted(result.edges) == sorted(current) == sorted(result.graph.edges)
     never_dropped = [e for e in result.details["initial"]
                      if all(e not in h["dropped"] for h in result.history)]
     assert result.details["survivors"] == never_dropped
+
+
+def test_prune_regrow_drops_by_the_magnitudes_the_adapters_had(batches):
+    """The magnitude criterion of each update, against |alpha| ||W_up W_down||_F computed here from
+    the weights the surviving adapters have when the pruned graph is scored (a global forward hook
+    sees every adapter call; training forwards call 4 adapters, the scoring of a pruned graph 2)."""
+    model = small_vit(depth=2)
+    forwards = []
+    start = model.register_forward_pre_hook(lambda *_: forwards.append([]))
+
+    def record(module, _inputs, _output):
+        if all(hasattr(module, name) for name in ("up", "down", "alpha")) and forwards:
+            with torch.no_grad():
+                forwards[-1].append((module.alpha.abs() * torch.linalg.matrix_norm(
+                    module.up.weight.double() @ module.down.weight.double())).item())
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        result = prune_regrow(model, batches, n=4, steps=7, update_every=2, fraction=0.5, criterion="magnitude",
+                              lr=0.05, seed=3, fn="frobenius")
+    finally:
+        hook.remove()
+        start.remove()
+    calls = [f for f in forwards if f]  # the plain first passes call no adapter
+    assert [len(f) for f in calls].count(4) == 7  # one training forward per step
+    pruned = [k for k, f in enumerate(calls) if len(f) == 2]
+    assert len(pruned) == 2 * 3  # 3 updates, 2 score batches each
+    for update, h in enumerate(result.history):
+        first, second = calls[pruned[2 * update]], calls[pruned[2 * update + 1]]
+        assert first == second  # both score batches see the same weights
+        kept = sorted(v for i, j, v in h["criterion"] if [i, j] not in h["dropped"])
+        dropped = [v for i, j, v in h["criterion"] if [i, j] in h["dropped"]]
+        np.testing.assert_allclose(kept, sorted(first), rtol=1e-5)
+        assert len(dropped) == 2 and max(dropped) <= min(first)  # the two smallest went
+        assert min(first) > 0  # trained adapters: the criterion is not a tie of zeros
 
 
 # ---------------------------------------------------------------- determinism, dispatch, errors
