@@ -5,6 +5,7 @@ tests/_tracking_worker.py). No mocks."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -78,11 +79,53 @@ def test_config_hash_ignores_key_order_and_sees_values() -> None:
     assert len(config_hash({"edges": [(0, 1)], "path": Path("x")})) == 16
 
 
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's object id of the empty tree
+
+
+def _commit_object_id(message: str, stamp: str) -> str:
+    """The sha1 id git gives a root commit of the empty tree, computed from git's object format."""
+    body = (f"tree {EMPTY_TREE}\nauthor A <a@example.org> {stamp}\ncommitter A <a@example.org> {stamp}\n"
+            f"\n{message}\n").encode()
+    return hashlib.sha1(b"commit %d\0" % len(body) + body).hexdigest()
+
+
+def _repo_with_known_commit(folder: Path) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "A", "GIT_AUTHOR_EMAIL": "a@example.org", "GIT_COMMITTER_NAME": "A",
+           "GIT_COMMITTER_EMAIL": "a@example.org", "GIT_AUTHOR_DATE": "1700000000 +0000",
+           "GIT_COMMITTER_DATE": "1700000000 +0000", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    for args in (["init", "-q"], ["commit", "-q", "--allow-empty", "--no-gpg-sign", "-m", "known"]):
+        subprocess.run(["git", *args], cwd=folder, env=env, check=True, capture_output=True)
+    return _commit_object_id("known", "1700000000 +0000")
+
+
+def _head_of_package() -> str | None:
+    """What `git rev-parse HEAD` says in the package's folder, run here (None outside a checkout)."""
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(adapter_placement.__file__).parent,
+                            capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _is_ancestor(older: str, newer: str) -> bool:
+    """older is newer or one of its ancestors (other sessions may commit while a test runs)."""
+    return subprocess.run(["git", "merge-base", "--is-ancestor", older, newer],
+                          cwd=Path(adapter_placement.__file__).parent).returncode == 0
+
+
 def test_git_commit_and_package_version(tmp_path: Path) -> None:
     assert git_commit(tmp_path) is None
     assert git_commit(tmp_path / "missing") is None
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "inner").mkdir()
+    known = _repo_with_known_commit(repo)
+    assert git_commit(repo) == known and git_commit(repo / "inner") == known
+    before = _head_of_package()
     commit = git_commit()
-    assert commit is None or (len(commit) == 40 and int(commit, 16) >= 0)
+    after = _head_of_package()
+    if before is None:
+        assert commit is None
+    else:  # equal to HEAD of this checkout (which others may move on meanwhile)
+        assert commit is not None and _is_ancestor(before, commit) and _is_ancestor(commit, after)
     assert package_version() == adapter_placement.__version__
 
 
@@ -103,6 +146,7 @@ def test_run_logs_params_metrics_artifacts_and_tags(store_uri: str, experiment: 
     params = {"method": "gga", "edges": [(0, 3), (2, 5)], "rank": 8, "lr": 1e-3, "seed": 0}
     tags = {"table": "table1", "cell": "table1/svhn/gga"}
     weights = {"adapter.0.down": torch.randn(8, 16), "adapter.0.up": torch.randn(16, 8)}
+    head_before = _head_of_package()
     with tracked_run(experiment, "table1/svhn/gga/seed0", params, tags, uri=store_uri, flush_secs=0) as run:
         for step in range(0, 30, 10):
             run.log_metrics({"train_loss": 1.0 / (step + 1), "lr": torch.tensor(1e-3)}, step=step)
@@ -113,12 +157,17 @@ def test_run_logs_params_metrics_artifacts_and_tags(store_uri: str, experiment: 
     client = MlflowClient(store_uri)
     logged = client.get_run(run.run_id)
     assert logged.info.status == "FINISHED"
+    head_after = _head_of_package()
+    logged_commit = logged.data.params.pop("git_commit")
     assert logged.data.params == {
         **{key: str(value) for key, value in params.items()},
         "config_hash": config_hash(params),
-        "package_version": package_version(),
-        "git_commit": git_commit() or "unknown",
+        "package_version": adapter_placement.__version__,
     }
+    if head_before is None:  # not a git checkout: said so
+        assert logged_commit == "unknown"
+    else:  # the checkout's HEAD, by git run here
+        assert _is_ancestor(head_before, logged_commit) and _is_ancestor(logged_commit, head_after)
     assert logged.data.tags[RUN_KEY_TAG] == "table1/svhn/gga/seed0"
     assert logged.data.tags["cell"] == "table1/svhn/gga"
     assert [(m.step, m.value) for m in client.get_metric_history(run.run_id, "train_loss")] == [
