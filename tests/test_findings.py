@@ -175,6 +175,8 @@ def test_random_beats_parallel_with_collapsed_runs():
     assert R.finding_random_beats_parallel(clear, PAPER1, collapsed("parallel_all-b"))["verdict"] == REP
     everything = collapsed("extended_max-a", "extended_max-b", "extended_max-c")
     assert R.finding_random_beats_parallel(clear, PAPER1, everything)["verdict"] == DIV
+    counted = clear.assign(diverged=np.where(clear.method == "extended_max", 1, 0))  # the table's own count
+    assert R.finding_random_beats_parallel(counted, PAPER1)["verdict"] == DIV
 
 
 def test_adapters_vs_probe():
@@ -422,6 +424,8 @@ def test_linear_vs_nonlinear():
     assert R.finding_linear(mixed)[1]["verdict"] == INC
     gone = collapsed(*[f"l{k}" for k in range(9)])
     assert [f["verdict"] for f in R.finding_linear(fig8(base, base), gone)] == [DIV, DIV]
+    counted = fig8(base, base).assign(diverged_nonlinear=[1] * 8 + [0, 0])
+    assert [f["verdict"] for f in R.finding_linear(counted)] == [DIV, DIV]
 
 
 def fig9(values):
@@ -506,6 +510,10 @@ def test_all_edges_collapsed_at_chance_is_diverged_not_reproduced():
     # the case: all n^2 adapters at 50.3% on SST-2, their train loss at ln 2
     finding = R.finding_all_edges(fig15(88.0, 50.3), collapsed("all"))
     assert finding["verdict"] == DIV
+    # runs that did not finish: the table has no mean for the cell, and counts them as diverged
+    gone = fig15(88.0, math.nan).assign(diverged=[0, 3])
+    assert R.finding_all_edges(gone)["verdict"] == DIV
+    assert R.finding_all_edges(fig15(88.0, math.nan))["verdict"] == INC  # missing, nothing known to have collapsed
 
 
 def test_scoring_cost():

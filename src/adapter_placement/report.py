@@ -93,10 +93,18 @@ def _seeds(frame: pd.DataFrame, default: int, column: str = "seeds") -> pd.Serie
     return pd.Series(default, index=frame.index)
 
 
+def _bad(row, health: Health, column: str = "run_ids") -> bool:
+    """A cell (a table row) rests on a collapsed run: one of its run ids collapsed, or the table
+    counts runs of it that diverged (``diverged`` column of analysis.summarise)."""
+    diverged = row.get(column.replace("run_ids", "diverged"), 0)  # run_ids_linear -> diverged_linear
+    return health.cell(row.get(column)) or bool(V.finite(diverged) and float(diverged) > 0)
+
+
 def _healthy(frame: pd.DataFrame, health: Health, column: str = "run_ids") -> pd.DataFrame:
-    if column not in frame or not health.diverged_ids:
+    """The rows of ``frame`` whose runs did not collapse."""
+    if frame.empty:
         return frame
-    return frame[~frame[column].map(health.cell)]
+    return frame[[not _bad(row, health, column) for _, row in frame.iterrows()]]
 
 
 def _percent(frame: pd.DataFrame, columns=("mean", "std")) -> pd.DataFrame:
@@ -124,13 +132,14 @@ def _welch_cells(frame: pd.DataFrame, better: str, worse: str, key: str, seeds: 
     ``key``); cells with a collapsed run are left out. (outcomes, texts, datasets left out)."""
     outcomes, texts, left_out = [], [], 0
     for dataset, part in frame.groupby("dataset", sort=False):
-        part = part.assign(seeds=_seeds(part, seeds)).dropna(subset=["mean"])
-        cells = part.set_index(key)
+        cells = part.assign(seeds=_seeds(part, seeds)).set_index(key)
         if better not in cells.index or worse not in cells.index:
             continue
-        if health.cell(cells.loc[better].get("run_ids")) or health.cell(cells.loc[worse].get("run_ids")):
+        if _bad(cells.loc[better], health) or _bad(cells.loc[worse], health):
             left_out += 1
             continue
+        if not V.finite(cells.loc[better, "mean"], cells.loc[worse, "mean"]):
+            continue  # a missing cell
         outcome, text = _welch_rows(cells.loc[better], cells.loc[worse], cells.loc[better, "seeds"],
                                     cells.loc[worse, "seeds"])
         outcomes.append(outcome)
@@ -150,10 +159,10 @@ def finding_single_placement_matters(fig1: pd.DataFrame, health: Health = HEALTH
     claim = "the position of a single parallel adapter changes test accuracy, and the best position is task dependent"
     outcomes, texts, best, left_out = [], [], {}, 0
     for dataset, part in fig1.groupby("dataset", sort=False):
-        part = part.assign(seeds=_seeds(part, seeds)).dropna(subset=["mean"])
-        ok = _healthy(part, health)
+        part = part.assign(seeds=_seeds(part, seeds))
+        ok = _healthy(part, health).dropna(subset=["mean"])
         if len(ok) < 2:
-            left_out += len(part) >= 2
+            left_out += len(_healthy(part, health)) < len(part)
             continue
         f, p = V.anova(ok["mean"].tolist(), ok["std"].tolist(), ok["seeds"].tolist())
         outcomes.append(V.effect_outcome(p, ok["mean"].max() - ok["mean"].min(), _pooled(ok)))
@@ -171,12 +180,12 @@ def finding_mha_ffn(fig1: pd.DataFrame, health: Health = HEALTHY, seeds: int = 1
     p < 0.05 / blocks (Bonferroni); 0 otherwise."""
     outcomes, texts, left_out = [], [], 0
     for dataset, part in fig1.groupby("dataset", sort=False):
-        part = part.assign(seeds=_seeds(part, seeds)).dropna(subset=["mean"])
-        ok = _healthy(part, health)
+        part = part.assign(seeds=_seeds(part, seeds))
+        ok = _healthy(part, health).dropna(subset=["mean"])
         cells = {(r.block, r.sublayer): r for r in ok.itertuples()}
         blocks = sorted(b for b in set(ok.block) if (b, "MHA") in cells and (b, "FFN") in cells)
         if not blocks:
-            left_out += len(part) > len(ok)
+            left_out += len(_healthy(part, health)) < len(part)
             continue
         ps = [V.welch(cells[b, "MHA"].mean, cells[b, "MHA"].std, cells[b, "MHA"].seeds,
                       cells[b, "FFN"].mean, cells[b, "FFN"].std, cells[b, "FFN"].seeds)[2] for b in blocks]
@@ -213,11 +222,11 @@ def finding_recurrent_best(table3: pd.DataFrame, paper3: pd.DataFrame, health: H
     +1 when d >= -1 pooled std (best or within one std, the paper's tolerance), -1 when d < -2 pooled std."""
     outcomes, texts, left_out = [], [], 0
     for dataset, part in table3.groupby("dataset", sort=False):
-        part = part.assign(seeds=_seeds(part, seeds)).dropna(subset=["mean"])
-        ok = _healthy(part, health)
+        part = part.assign(seeds=_seeds(part, seeds))
+        ok = _healthy(part, health).dropna(subset=["mean"])
         rec, others = ok[ok.adapter_type == "recurrent"], ok[ok.adapter_type != "recurrent"]
         if rec.empty or others.empty:
-            left_out += len(part) > len(ok)
+            left_out += len(_healthy(part, health)) < len(part)
             continue
         top = others.loc[others["mean"].idxmax()]
         pooled = V.pooled_std([rec["std"].iloc[0], top["std"]], [rec["seeds"].iloc[0], top["seeds"]])
@@ -235,15 +244,15 @@ def finding_single_vs_parallel(table3: pd.DataFrame, table1: pd.DataFrame, healt
                                seeds: int = 1) -> dict:
     """Per dataset: the best single adapter (Table 3, converted to percent) vs all parallel adapters
     (Table 1, percent): match outcome of best single - PA. The claim is existential ("on some")."""
-    single = _percent(table3.assign(seeds=_seeds(table3, seeds)).dropna(subset=["mean"]))
+    single = _percent(table3.assign(seeds=_seeds(table3, seeds)))
     pa = table1[table1.method == "parallel_all"]
     pa = pa.assign(seeds=_seeds(pa, seeds)).set_index("dataset")
     outcomes, texts, hits, left_out = [], [], [], 0
     for dataset, part in single.groupby("dataset", sort=False):
         if dataset not in pa.index or not V.finite(pa.loc[dataset, "mean"]):
             continue
-        ok = _healthy(part, health)
-        if ok.empty or health.cell(pa.loc[dataset].get("run_ids")):
+        ok = _healthy(part, health).dropna(subset=["mean"])
+        if ok.empty or _bad(pa.loc[dataset], health):
             left_out += 1
             continue
         top = ok.loc[ok["mean"].idxmax()]
@@ -409,9 +418,9 @@ def finding_head_steps(fig13: pd.DataFrame, paper13: pd.DataFrame, n_edges: int,
 
 def finding_gga_small_n(fig6: pd.DataFrame, health: Health = HEALTHY, seeds: int = 1, small: int = 6) -> dict:
     """Welch's t of GGA vs each baseline at each (dataset, N <= small); majority of the comparisons."""
-    ab = fig6[(fig6.panel == "ab") & (fig6.n_adapters <= small)]
-    ab = _healthy(ab.assign(seeds=_seeds(ab, seeds)).dropna(subset=["mean"]), health)
-    left_out = len(fig6[(fig6.panel == "ab") & (fig6.n_adapters <= small)].dropna(subset=["mean"])) - len(ab)
+    every = fig6[(fig6.panel == "ab") & (fig6.n_adapters <= small)]
+    ab = _healthy(every.assign(seeds=_seeds(every, seeds)), health).dropna(subset=["mean"])
+    left_out = len(_healthy(every, health)) < len(every)
     outcomes = []
     for _, part in ab.groupby(["dataset", "n_adapters"]):
         cells = part.set_index("selection")
@@ -425,7 +434,7 @@ def finding_gga_small_n(fig6: pd.DataFrame, health: Health = HEALTHY, seeds: int
                    f"GGA clearly above in {outcomes.count(1)}, below in {outcomes.count(-1)} of {len(outcomes)} "
                    "(dataset, N, baseline) comparisons",
                    "Welch t of GGA vs the baseline, p < 0.05 above in at least half of the comparisons",
-                   _tally(outcomes), V.majority(outcomes, int(left_out > 0) if not outcomes else 0))
+                   _tally(outcomes), V.majority(outcomes, int(left_out)))
 
 
 def finding_gga_matches_pa(fig6: pd.DataFrame, table1: pd.DataFrame, health: Health = HEALTHY, seeds: int = 1,
@@ -433,13 +442,13 @@ def finding_gga_matches_pa(fig6: pd.DataFrame, table1: pd.DataFrame, health: Hea
     claim = f"GGA with {n} adapters matches all parallel adapters on {dataset}"
     criterion = "GGA - PA >= -1 pooled std (behind by > 2 pooled std: not reproduced)"
     ab = fig6[(fig6.panel == "ab") & (fig6.dataset == dataset)]
-    gga = ab[(ab.selection == "gga") & (ab.n_adapters == n)].dropna(subset=["mean"])
-    pa = table1[(table1.method == "parallel_all") & (table1.dataset == dataset)].dropna(subset=["mean"])
+    gga = ab[(ab.selection == "gga") & (ab.n_adapters == n)]
+    pa = table1[(table1.method == "parallel_all") & (table1.dataset == dataset)]
     paper = "yes (iNat18: N = 3; Places365: N = 12)"
     if gga.empty or pa.empty:
         return _record("Fig. 6a", claim, paper, "not in this run", criterion, "-", V.INCONCLUSIVE)
     g, p = gga.iloc[0], pa.iloc[0]
-    if health.cell(g.get("run_ids")) or health.cell(p.get("run_ids")):
+    if _bad(g, health) or _bad(p, health):
         return _record("Fig. 6a", claim, paper, "a run collapsed", criterion, "-", V.DIVERGED)
     pooled = V.pooled_std([g["std"], p["std"]], [_seeds(gga, seeds).iloc[0], _seeds(pa, seeds).iloc[0]])
     diff = g["mean"] - p["mean"]
@@ -450,9 +459,9 @@ def finding_gga_matches_pa(fig6: pd.DataFrame, table1: pd.DataFrame, health: Hea
 
 def finding_gga_rank(fig6: pd.DataFrame, health: Health = HEALTHY, seeds: int = 1) -> dict:
     """Welch's t of GGA vs FFN-parallel adapters at each rank; majority of the ranks."""
-    c = fig6[fig6.panel == "c"].dropna(subset=["mean"])
+    c = fig6[fig6.panel == "c"]
     c = c.assign(seeds=_seeds(c, seeds))
-    ok = _healthy(c, health)
+    ok = _healthy(c, health).dropna(subset=["mean"])
     outcomes, texts = [], []
     for rank, part in ok.groupby("rank"):
         cells = part.set_index("selection")
@@ -463,13 +472,12 @@ def finding_gga_rank(fig6: pd.DataFrame, health: Health = HEALTHY, seeds: int = 
             texts.append(f"r{int(rank)} {_fmt(cells.loc['gga', 'mean'] - cells.loc['ffn_parallel', 'mean'])} ({text})")
     return _record("Fig. 6c", "GGA beats FFN-parallel adapters at every rank, most at low rank", "at all 4 ranks",
                    "GGA - FFN: " + "; ".join(texts), "Welch t, p < 0.05 above at at least half the ranks",
-                   _tally(outcomes), V.majority(outcomes, int(len(ok) < len(c))))
+                   _tally(outcomes), V.majority(outcomes, int(len(_healthy(c, health)) < len(c))))
 
 
 def finding_single_matches_ffn(table5: pd.DataFrame, health: Health = HEALTHY, seeds: int = 1) -> dict:
     """Per rank: one adapter of rank L*r at the best edge - L FFN adapters of rank r, match outcome."""
-    valid = table5.dropna(subset=["all_parallel_ffn_mean", "single_best_mean"])
-    ok = _healthy(valid, health)
+    ok = _healthy(table5, health).dropna(subset=["all_parallel_ffn_mean", "single_best_mean"])
     outcomes, texts = [], []
     for r in ok.itertuples():
         pooled = V.pooled_std([r.all_parallel_ffn_std, r.single_best_std], [seeds, seeds])
@@ -479,7 +487,7 @@ def finding_single_matches_ffn(table5: pd.DataFrame, health: Health = HEALTHY, s
     return _record("Table 5", "one adapter of rank L*r at the best edge matches L FFN-parallel adapters of rank r",
                    "at all 4 ranks (within 0.3 points)", "single - FFN: " + "; ".join(texts),
                    "single - FFN >= -1 pooled std at at least half the ranks (< -2 pooled std: not)",
-                   _tally(outcomes), V.majority(outcomes, int(len(ok) < len(valid))))
+                   _tally(outcomes), V.majority(outcomes, int(len(_healthy(table5, health)) < len(table5))))
 
 
 def finding_linear(fig8: pd.DataFrame, health: Health = HEALTHY) -> list[dict]:
@@ -506,8 +514,8 @@ def finding_linear(fig8: pd.DataFrame, health: Health = HEALTHY) -> list[dict]:
 
 
 def finding_activations(fig9: pd.DataFrame, health: Health = HEALTHY, seeds: int = 1) -> list[dict]:
-    data = _healthy(fig9.assign(seeds=_seeds(fig9, seeds)).dropna(subset=["mean"]), health)
-    left_out = len(data) < len(fig9.dropna(subset=["mean"]))
+    data = _healthy(fig9.assign(seeds=_seeds(fig9, seeds)), health).dropna(subset=["mean"])
+    left_out = len(_healthy(fig9, health)) < len(fig9)
     outcomes, texts = [], []
     for n, part in data.groupby("n_adapters"):
         if len(part) < 2:
@@ -544,10 +552,12 @@ def finding_table7(table7: pd.DataFrame, paper7: pd.DataFrame, health: Health = 
     theirs = paper7.assign(method=paper7.method.str.replace(r"_max\d+$", "_max", regex=True)).set_index("method").accuracy_mean
 
     def compare(a, b):
-        if a not in ours.index or b not in ours.index or not V.finite(ours.loc[a, "mean"], ours.loc[b, "mean"]):
+        if a not in ours.index or b not in ours.index:
             return None, "missing"
-        if health.cell(ours.loc[a].get("run_ids")) or health.cell(ours.loc[b].get("run_ids")):
+        if _bad(ours.loc[a], health) or _bad(ours.loc[b], health):
             return "diverged", "a run collapsed"
+        if not V.finite(ours.loc[a, "mean"], ours.loc[b, "mean"]):
+            return None, "missing"
         return _welch_rows(ours.loc[a], ours.loc[b], ours.loc[a, "seeds"], ours.loc[b, "seeds"])
 
     def mean(m):
@@ -581,7 +591,7 @@ def finding_transfer(table8: pd.DataFrame, paper8: pd.DataFrame, health: Health 
     paper = ", ".join(f"{r.dataset} delta {_fmt(r.delta)}" for r in paper8.itertuples())
     valid = table8.dropna(subset=["tailored_mean", "transfer_mean"])
     ours = ", ".join(f"{r.dataset} delta {_fmt(r.delta)}" for r in valid.itertuples())
-    if any(health.cell(r) for r in valid.get("run_ids", [])):
+    if len(_healthy(table8, health)) < len(table8):
         return _record("Table 8", claim, paper, ours, "-", "a run collapsed", V.DIVERGED)
     on_val = "selected_on" in valid and (valid.selected_on == "val").all() and len(valid)
     if not on_val:
@@ -602,13 +612,13 @@ def finding_all_edges(fig15: pd.DataFrame, health: Health = HEALTHY, seeds: int 
     claim = "all n^2 adapters at once do not beat the best random placement"
     criterion = "Welch t: best random above all n^2 at p < 0.05 (all n^2 above at p < 0.05: not reproduced)"
     data = fig15.assign(seeds=_seeds(fig15, seeds))
-    best = data[data.setup.str.startswith("best random")].dropna(subset=["mean"])
-    everything = data[data.setup == "all n^2 adapters"].dropna(subset=["mean"])
+    best = data[data.setup.str.startswith("best random")]
+    everything = data[data.setup == "all n^2 adapters"]
     if best.empty or everything.empty:
         return _record("Fig. 15", claim, "yes (SST2)", "not in this run", criterion, "-", V.INCONCLUSIVE)
     b, a = best.iloc[0], everything.iloc[0]
     ours = f"all {_fmt(a['mean'])} vs best random {_fmt(b['mean'])}"
-    if health.cell(b.get("run_ids")) or health.cell(a.get("run_ids")):
+    if _bad(b, health) or _bad(a, health):
         return _record("Fig. 15", claim, "yes (SST2)", ours, criterion, "a run collapsed (train loss at ln C)", V.DIVERGED)
     outcome, text = _welch_rows(b, a, b["seeds"], a["seeds"])
     return _record("Fig. 15", claim, "yes (SST2)", ours, criterion, text, V.outcome_verdict(outcome))
@@ -727,29 +737,25 @@ def findings(tables: list[str], figure_data: list[str], paper: list[str], health
     return pd.DataFrame(out, columns=FINDING_COLUMNS)
 
 
-PAPER_FOR_TABLE = {"table1": "table1", "table3": "table3_best_single_by_type", "table4": "table4_aggregation_inat18",
-                   "table5": "table5_single_vs_ffn_parallel", "table7": "table7_sst2_nonrecurrent",
-                   "table8": "table8_transfer", "appK": None}
-TABLE_HEADINGS = {"table1": "Table 1 (test accuracy %, mean ± std over seeds)", "table3": "Table 3 (best single adapter per kind)",
-                  "table4": "Table 4 (score functions, Spearman, on the scores dataset)",
-                  "table5": "Table 5 (single adapter of rank L*r vs L FFN-parallel adapters, %)",
-                  "table7": "Table 7 (random non-recurrent vs first-k / last-k, %)", "table8": "Table 8 (placement transfer, %)",
-                  "appK": "App. K (FLOPs, analytic, and measured seconds)"}
+REPORT_TABLES = ["table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8", "appK"]
 
 
-def table1_side_by_side(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """One cell per (method, dataset): "ours ± std (paper ± std)"."""
-    names = {"parallel_all": "parallel_24", "sequential_all": "sequential_24", "extended_max": "extended_max_24"}
-    paper = paper.set_index(["method", "dataset"])
-    rows = []
-    for method, part in ours.groupby("method", sort=False):
-        row = {"method": method}
-        for r in part.itertuples():
-            key = (names.get(method, method), r.dataset)
-            theirs = f" ({paper.loc[key, 'mean']:.2f} ± {paper.loc[key, 'std']:.2f})" if key in paper.index else ""
-            row[r.dataset] = f"{_fmt(r.mean)} ± {_fmt(r.std)}{theirs}"
-        rows.append(row)
-    return pd.DataFrame(rows)
+def _table_section(name: str, inputs: Mapping, results: str) -> list[str]:
+    """One table: "this run | paper" per cell (analysis.side_by_side, paper from paper/*.csv), then
+    this run's table in full. Tables the run does not have (an older DAG) are skipped."""
+    from .analysis import PAPER_TABLE, SIDE_BY_SIDE, TABLE_TITLES
+
+    if not any(Path(p).stem == name for p in inputs["tables"]):
+        return []
+    ours = _read(inputs["tables"], name)
+    lines = [f"## {TABLE_TITLES.get(name, name)}", ""]
+    stem = PAPER_TABLE.get(name)
+    if name in SIDE_BY_SIDE:
+        paper = _read(inputs["paper"], stem) if stem and any(Path(p).stem == stem for p in inputs["paper"]) else None
+        from .analysis import side_by_side
+
+        lines += ["Cells: this run | paper (`paper/*.csv`).", "", markdown(side_by_side(name, ours, paper)), ""]
+    return lines + [f"This run in full (`{results}/tables/{name}.csv`):", "", markdown(ours), ""]
 
 
 def learnt(table1: pd.DataFrame, chance: Mapping[str, float], health: Health = HEALTHY, seeds: int = 1) -> pd.DataFrame:
@@ -764,7 +770,7 @@ def learnt(table1: pd.DataFrame, chance: Mapping[str, float], health: Health = H
         cells = part.loc[[m for m in ("linear_probe", "parallel_all", "full_ft") if m in part.index]]
         pooled = _pooled(cells.dropna(subset=["mean"]))
         pa = part["mean"].get("parallel_all", math.nan)
-        bad = [m for m in cells.index if health.cell(cells.loc[m].get("run_ids"))]
+        bad = [m for m in cells.index if _bad(cells.loc[m], health)]
         above = pa - level
         ok = V.finite(level, pa)
         rows.append({"dataset": dataset, "chance": level,
@@ -796,17 +802,8 @@ def render(spec: Mapping, inputs: Mapping, output_path: str, results: pd.DataFra
              "inconclusive. A cell whose runs kept the chance-level train loss (within 5% of ln C) is left out, "
              "and a finding with nothing else to rest on is diverged.", "",
              markdown(results[FINDING_COLUMNS]), ""]
-    for name, paper_stem in PAPER_FOR_TABLE.items():
-        ours = _read(inputs["tables"], name)
-        lines += [f"## {TABLE_HEADINGS[name]}", "", f"This run (`{spec['results']}/tables/{name}.csv`):", ""]
-        if name == "table1" and paper_stem:
-            lines += [markdown(table1_side_by_side(ours, _read(inputs["paper"], paper_stem))), "",
-                      "Cells: this run (paper). Best random placements and run ids:", ""]
-            lines += [markdown(ours[ours.method == "extended_max"][["dataset", "placement", "draws", "run_ids"]]), ""]
-        else:
-            lines += [markdown(ours), ""]
-            if paper_stem:
-                lines += ["Paper:", "", markdown(_read(inputs["paper"], paper_stem)), ""]
+    for name in REPORT_TABLES:
+        lines += _table_section(name, inputs, spec["results"])
     if any(Path(p).stem == "table_search" for p in inputs["tables"]):
         lines += search_section(_read(inputs["tables"], "table_search"), spec["results"])
     lines += ["## Figures", ""]
