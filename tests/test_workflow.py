@@ -16,13 +16,18 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SNAKEMAKE = str(BIN / "snakemake")
-TABLES = ["table1", "table3", "table4", "table5", "table7", "table8", "appK", "table_search"]
-FIGURES = ["fig1", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11", "fig12", "fig13", "fig15", "fig_search"]
+TABLES = ["table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8", "appK", "table_search"]
+FIGURES = ["fig1", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11", "fig12", "fig13", "fig14", "fig15",
+           "fig_search"]
 TABLE_COLUMNS = {
     "table1": {"method", "dataset", "mean", "std", "seeds", "placement", "run_ids"},
+    "table2": {"dataset", "task", "classes", "train", "val", "test", "steps", "batch_size", "paper_task", "paper_classes",
+               "paper_train", "paper_test"},
     "table3": {"adapter_type", "dataset", "mean", "std", "edge", "run_ids"},
     "table4": {"function", "paper_name", "test_accuracy_spearman", "train_loss_spearman"},
-    "table5": {"rank", "single_rank", "all_parallel_ffn_mean", "single_best_mean", "single_edge", "run_ids"},
+    "table5": {"rank", "single_rank", "all_parallel_ffn_mean", "single_best_mean", "single_edge", "single_max_mean",
+               "edges", "run_ids"},
+    "table6": {"method", "dataset", "mean", "std", "seeds", "placement", "run_ids"},
     "table7": {"method", "accuracy_mean", "accuracy_std", "n_adapters", "run_ids"},
     "table8": {"dataset", "tailored_mean", "transfer_mean", "delta", "run_ids"},
     "appK": {"dataset", "model", "item", "gflops", "measured_seconds"},
