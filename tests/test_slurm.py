@@ -59,9 +59,9 @@ PARTITION = "aptest"  # not the default partition: the profile's slurm_partition
 STARTUP_TIMEOUT = 90
 LOCK_TIMEOUT = 600
 WORKFLOW_TIMEOUT = 1200  # each snakemake run (local and SLURM)
-# Targets of the tiny config run both ways: 19 jobs (15 on SLURM), every kind of rule: local
+# Targets of the tiny config run both ways: 18 jobs (14 on SLURM), every kind of rule: local
 # (prepare_data, model_info), training or scoring on a GPU (pretrain_vit, lr_trials, scores, fig3_runs,
-# table5_runs, fig8_runs), CPU-only (select_lr, best_single, tables, a figure), a vision and a text
+# table5_runs, fig8_runs), CPU-only (select_lr, tables, a figure), a vision and a text
 # model. The whole tiny DAG (~80 jobs) takes ~15 min a run on 2 shared cores; on SLURM each wave of
 # dependent jobs also waits for the plugin's status checks. The pipeline's own tests run all of it.
 TARGETS = ["table4", "table5", "figure8"]
