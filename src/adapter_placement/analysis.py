@@ -65,7 +65,8 @@ def summarise(runs: pd.DataFrame, by: list[str], value: str = "test_accuracy", s
     diverged (status not finished, or no value), and the run ids, per group."""
     if runs.empty:
         return pd.DataFrame(columns=[*by, "mean", "std", "seeds", "diverged", "run_ids"])
-    runs = runs.assign(_value=np.where(runs.status == "finished", runs[value].astype(float), np.nan))
+    finished = runs.status == "finished" if "status" in runs else True  # a frame of finished runs only
+    runs = runs.assign(_value=np.where(finished, runs[value].astype(float), np.nan))
     grouped = runs.groupby(by, sort=False)
     out = grouped._value.agg(mean="mean", std=lambda v: _std(v), seeds="count").reset_index()
     out["mean"] *= scale
@@ -548,7 +549,7 @@ def search_run_costs(runs: pd.DataFrame, searches: list[Mapping], scores: Mappin
         elif found is not None:
             selection = (found["seconds"]["total"], found["flops"]["total"])
         rows.append({"dataset": run.dataset, "method": method, "n_adapters": int(n_text), "seed": run.seed,
-                     "test_accuracy": run.test_accuracy, "run_id": run.run_id,
+                     "test_accuracy": run.test_accuracy, "status": run.status, "run_id": run.run_id,
                      "search_run_id": found["mlflow_run_id"] if found is not None else "",
                      "selection_seconds": selection[0], "training_seconds": run.seconds,
                      "selection_gflops": selection[1] / 1e9, "training_gflops": run.steps * step / 1e9})
