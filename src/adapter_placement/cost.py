@@ -119,7 +119,7 @@ class Shape:
     heads: int
     ffn: int
     tokens: Optional[int]
-    embedding_params: int
+    embedding_params: int  # everything outside the blocks but the head (final norm included)
     fused_attention: bool
 
     @property
@@ -133,20 +133,23 @@ class Shape:
 
     @property
     def backbone_params(self) -> int:
-        return self.blocks * self.block_params + self.embedding_params + 2 * self.hidden  # + final norm
+        return self.blocks * self.block_params + self.embedding_params
 
     def arch(self, rank: int) -> Arch:
         return Arch(self.blocks, self.hidden, self.heads, self.ffn, rank, self.tokens)
 
 
-def _vit(blocks, hidden, heads, ffn, patch, image=224, pre_norm=False) -> Shape:
+def _vit(blocks, hidden, heads, ffn, patch, image=224, clip=False) -> Shape:
+    """timm's ViT: patch embedding (OpenCLIP's without bias), class token, positions, a LayerNorm
+    before the blocks in OpenCLIP towers, the final LayerNorm."""
     tokens = (image // patch) ** 2 + 1
-    embedding = 3 * patch * patch * hidden + hidden + tokens * hidden + hidden + (2 * hidden if pre_norm else 0)
+    patches = 3 * patch * patch * hidden + (0 if clip else hidden)
+    embedding = patches + hidden + tokens * hidden + (2 * hidden if clip else 0) + 2 * hidden
     return Shape(blocks, hidden, heads, ffn, tokens, embedding, fused_attention=True)
 
 
 def _roberta(blocks, hidden, heads, ffn, vocab=50265, positions=514) -> Shape:
-    embedding = (vocab + positions + 1) * hidden + 2 * hidden  # word, position, type; LayerNorm
+    embedding = (vocab + positions + 1) * hidden + 2 * hidden  # word, position, type; LayerNorm (post-LN: no final)
     return Shape(blocks, hidden, heads, ffn, None, embedding, fused_attention=False)
 
 
@@ -154,7 +157,7 @@ def _roberta(blocks, hidden, heads, ffn, vocab=50265, positions=514) -> Shape:
 SHAPES = {
     "timm/vit_base_patch16_224.augreg_in21k": _vit(12, 768, 12, 3072, patch=16),       # 197 tokens
     "hf/FacebookAI/roberta-base": _roberta(12, 768, 12, 3072),
-    "timm/vit_giant_patch14_clip_224.laion2b": _vit(40, 1408, 16, 6144, patch=14, pre_norm=True),  # 257
+    "timm/vit_giant_patch14_clip_224.laion2b": _vit(40, 1408, 16, 6144, patch=14, clip=True),  # 257
 }
 
 
@@ -338,7 +341,7 @@ def training_gpu_bytes(run: RunShape) -> float:
     else:
         saved = m * t * (s.blocks * block + run.adapters * adapter)
     first = s.num_nodes * m * t * s.hidden * 4 if run.recurrent else 0
-    workspace = 2 * m * t * max(block, 4 * s.ffn)
+    workspace = 0 if run.method == "linear_probe" else 2 * m * t * max(block, 4 * s.ffn)
     logits = 3 * run.batch * run.classes * 4
     evaluation = eval_working_bytes(s, t)
     return weights + autocast + max(saved + first + workspace + logits, evaluation) + CUDA_CONTEXT_BYTES
