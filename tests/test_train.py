@@ -138,12 +138,13 @@ def test_sigkill_and_restart_resumes_to_the_same_metrics(tiny_vit, tmp_path):
     reference = train(config(tiny_vit, tmp_path, steps=60, checkpoint_every=4), tmp_path / "reference")
     out = tmp_path / "killed"
     proc = subprocess.Popen(_cli(tiny_vit, tmp_path, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # kill on an event the run writes, the first checkpoint (step 4 of 60, written atomically), at
+    # once: no fixed sleep that a fast machine could outrun, 56 steps and the evaluation still to go
     deadline = time.time() + 240
     while not (out / "checkpoint.pt").exists():
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.time() < deadline, "no checkpoint written"
-        time.sleep(0.05)
-    time.sleep(0.3)
+        time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "metrics.json").exists(), "killed too late to test a resume"
