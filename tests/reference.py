@@ -1,7 +1,7 @@
 """Hand-written forwards that apply DESIGN.md section 1 block by block.
 
-They share no code with ``adapter_placement``: the adapter math, the ViT block and the whole BERT
-encoder are written out from their equations, reading only the weights of the real modules. The
+They share no code with ``adapter_placement``: the adapter math, the ViT block and the whole BERT and RoBERTa
+encoders are written out from their equations, reading only the weights of the real modules. The
 tests compare ``AdapterGraph`` against them.
 """
 from __future__ import annotations
@@ -69,17 +69,40 @@ def _attention(att, x, mask):
     return (logits.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
 
 
-def bert_forward(model, input_ids, attention_mask, edges=(), adapters=None, first_pass=None):
+def bert_forward(model, input_ids, attention_mask, edges=(), adapters=None, first_pass=None, token_type_ids=None):
     """A post-LN BERT for sequence classification with adapters added before each LayerNorm:
     x_j = LN(x_{j-1} + F_j(x_{j-1}) + sum_i A_ij(src_i)) (He et al. 2022)."""
     bert = model.bert
     emb = bert.embeddings
     positions = torch.arange(input_ids.shape[1])
+    types = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+    z = emb.word_embeddings(input_ids) + emb.token_type_embeddings(types) + emb.position_embeddings(positions)[None]
+    x, nodes = _post_ln_layers(emb.LayerNorm, bert.encoder.layer, z, attention_mask, edges, adapters, first_pass)
+    pooled = torch.tanh(bert.pooler.dense(x[:, 0]))
+    return model.classifier(pooled), nodes
+
+
+def roberta_forward(model, input_ids, attention_mask, edges=(), adapters=None, first_pass=None):
+    """RoBERTa: BERT's post-LN encoder; positions count the non-padding tokens from padding_idx + 1
+    (a padding token keeps position padding_idx), token type 0, and the head is
+    out_proj(tanh(dense(x[:, 0]))) on the last node (no pooler)."""
+    roberta = model.roberta
+    emb = roberta.embeddings
+    pad = emb.padding_idx
+    real = (input_ids != pad).long()
+    positions = torch.cumsum(real, dim=1) * real + pad
     z = (emb.word_embeddings(input_ids) + emb.token_type_embeddings(torch.zeros_like(input_ids))
-         + emb.position_embeddings(positions)[None])
+         + emb.position_embeddings(positions))
+    x, nodes = _post_ln_layers(emb.LayerNorm, roberta.encoder.layer, z, attention_mask, edges, adapters, first_pass)
+    head = model.classifier
+    return head.out_proj(torch.tanh(head.dense(x[:, 0]))), nodes
+
+
+def _post_ln_layers(embedding_norm, layers, z, attention_mask, edges, adapters, first_pass):
+    """x_0 = LN(z_0 + adapters into 0); per layer, adapters join each residual sum before its LN."""
     nodes = {}
-    x = nodes[0] = _layer_norm(emb.LayerNorm, _add_adapters(0, z, edges, adapters, nodes, first_pass))
-    for b, layer in enumerate(bert.encoder.layer):
+    x = nodes[0] = _layer_norm(embedding_norm, _add_adapters(0, z, edges, adapters, nodes, first_pass))
+    for b, layer in enumerate(layers):
         att = layer.attention
         z = att.output.dense(_attention(att.self, x, attention_mask)) + x
         z = _add_adapters(2 * b + 1, z, edges, adapters, nodes, first_pass)
@@ -88,13 +111,17 @@ def bert_forward(model, input_ids, attention_mask, edges=(), adapters=None, firs
         z = layer.output.dense(F.gelu(h)) + x
         z = _add_adapters(2 * b + 2, z, edges, adapters, nodes, first_pass)
         x = nodes[2 * b + 2] = _layer_norm(layer.output.LayerNorm, z)
-    pooled = torch.tanh(bert.pooler.dense(x[:, 0]))
-    return model.classifier(pooled), nodes
+    return x, nodes
 
 
-def bert_with_adapters(model, input_ids, attention_mask, edges, adapters):
-    _, first_pass = bert_forward(model, input_ids, attention_mask)
-    return bert_forward(model, input_ids, attention_mask, edges, adapters, first_pass)[0]
+def bert_with_adapters(model, input_ids, attention_mask, edges, adapters, token_type_ids=None):
+    _, first_pass = bert_forward(model, input_ids, attention_mask, token_type_ids=token_type_ids)
+    return bert_forward(model, input_ids, attention_mask, edges, adapters, first_pass, token_type_ids)[0]
+
+
+def roberta_with_adapters(model, input_ids, attention_mask, edges, adapters):
+    _, first_pass = roberta_forward(model, input_ids, attention_mask)
+    return roberta_forward(model, input_ids, attention_mask, edges, adapters, first_pass)[0]
 
 
 class ParallelAdapterViT(nn.Module):

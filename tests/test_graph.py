@@ -4,7 +4,8 @@ import torch
 
 from adapter_placement import AdapterGraph, placements
 from conftest import small_text_model, small_vit
-from reference import ParallelAdapterViT, bert_with_adapters, vit_with_adapters
+from reference import (ParallelAdapterViT, bert_forward, bert_with_adapters, roberta_forward,
+                       roberta_with_adapters, vit_with_adapters)
 
 # n = 7 nodes for 3 blocks; one placement per kind, then a mix with several adapters into a node
 KIND_EDGES = {
@@ -54,29 +55,57 @@ def test_vit_semantics_match_hand_written_forward(kind, adapter_kind, vit, image
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+def _hand_written(family, model, batch, edges=(), adapters=None):
+    """The reference forward of ``family``, with adapters (two passes) or without (one)."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if family == "roberta":
+        return roberta_with_adapters(model, ids, mask, edges, adapters) if adapters else roberta_forward(model, ids, mask)[0]
+    types = batch.get("token_type_ids")
+    if adapters:
+        return bert_with_adapters(model, ids, mask, edges, adapters, token_type_ids=types)
+    return bert_forward(model, ids, mask, token_type_ids=types)[0]
+
+
+def _pair_batch(text_batch):
+    """The text batch as sentence pairs: token type 1 from position 4 on (padding keeps 0)."""
+    types = torch.zeros_like(text_batch["input_ids"])
+    types[:, 4:] = 1
+    return {**text_batch, "token_type_ids": types * text_batch["attention_mask"]}
+
+
 @pytest.mark.parametrize("kind", KIND_EDGES)
-def test_bert_semantics_match_hand_written_post_ln_forward(kind, text_batch):
-    model = small_text_model("bert")
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_post_ln_semantics_match_hand_written_forward(family, kind, text_batch):
+    model = small_text_model(family)
+    batch = _pair_batch(text_batch) if family == "bert" else text_batch
     graph = AdapterGraph(model, KIND_EDGES[kind], rank=4, activation="relu")
     randomise(graph, seed=3)
     with torch.no_grad():
-        got = graph(**text_batch).logits
-        plain = model(**text_batch).logits
-        expected = bert_with_adapters(model, text_batch["input_ids"], text_batch["attention_mask"],
-                                      graph.edges, adapters_by_edge(graph))
-    assert not torch.allclose(got, plain, atol=1e-3)
+        got = graph(**batch).logits
+        plain = model(**batch).logits
+        expected = _hand_written(family, model, batch, graph.edges, adapters_by_edge(graph))
+    assert (got - plain).abs().max() > 1e-4  # 10x the tolerance below (RoBERTa's head gives small logits)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_reference_bert_matches_hugging_face(text_batch):
-    """The hand-written BERT is only a valid reference if, without adapters, it is BERT."""
-    from reference import bert_forward
-
-    model = small_text_model("bert")
+@pytest.mark.parametrize("family, pairs", [("bert", False), ("bert", True), ("roberta", False)])
+def test_reference_post_ln_encoders_match_hugging_face(family, pairs, text_batch):
+    """The hand-written encoders are only valid references if, without adapters, they are BERT and
+    RoBERTa: padding (RoBERTa's positions skip it), attention masks, token types; logits and
+    every layer's output (node 2b + 2 is hidden state b + 1)."""
+    model = small_text_model(family)
+    batch = _pair_batch(text_batch) if pairs else text_batch
+    forward = roberta_forward if family == "roberta" else bert_forward
+    extra = {"token_type_ids": batch["token_type_ids"]} if pairs else {}
     with torch.no_grad():
-        ours, _ = bert_forward(model, text_batch["input_ids"], text_batch["attention_mask"])
-        theirs = model(**text_batch).logits
-    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+        ours, nodes = forward(model, batch["input_ids"], batch["attention_mask"], **extra)
+        theirs = model(**batch, output_hidden_states=True)
+        if pairs:  # token types must matter here, or the pair case would test nothing
+            assert not torch.allclose(model(**text_batch, output_hidden_states=True).hidden_states[-1],
+                                      theirs.hidden_states[-1], atol=1e-2)
+    torch.testing.assert_close(ours, theirs.logits, rtol=1e-5, atol=1e-5)
+    for b, hidden in enumerate(theirs.hidden_states):
+        torch.testing.assert_close(nodes[2 * b], hidden, rtol=1e-5, atol=1e-5, msg=f"hidden state {b}")
 
 
 def test_24_parallel_adapters_equal_a_hand_written_parallel_adapter_vit(images):
