@@ -7,6 +7,7 @@ datasets, a missing cell, one seed (no noise estimate), mixed units, row order.
 Unless said otherwise a cell has std 1 (population) over 3 seeds: sample variance 1.5, so two such
 cells have a Welch standard error of exactly 1 (t = the difference, df = 4) and a pooled seed std of
 sqrt(1.5) = 1.2247 (2 pooled std = 2.449)."""
+import json
 import math
 
 import numpy as np
@@ -307,7 +308,7 @@ def test_srank_correlations_by_their_p_values():
 
 def table4(acc, loss):
     """acc, loss: function -> rho over 81 edges; p computed from rho (as spearmanr does)."""
-    return pd.DataFrame([{"function": f, "test_accuracy_spearman": acc[f], "test_accuracy_p": V.correlation_p(acc[f], 81),
+    return pd.DataFrame([{"function": f, "paper_name": "srank_eta0.01" if f == "srank" else f, "test_accuracy_spearman": acc[f], "test_accuracy_p": V.correlation_p(acc[f], 81),
                           "train_loss_spearman": loss[f], "train_loss_p": V.correlation_p(loss[f], 81), "edges": 81}
                          for f in acc])
 
@@ -542,3 +543,55 @@ def test_learnt_needs_chance_plus_15_and_two_pooled_std():
     assert frame.loc["d", "learnt"] == False and frame.loc["d", "diverged"] == "parallel_all"  # noqa: E712
     assert frame.loc["b", "parallel_above_chance"] == pytest.approx(27.5) and frame.loc["b", "full_ft"] == 55.0
     assert pd.isna(R.learnt(t1, {}).set_index("dataset").loc["b", "learnt"])  # no chance level known
+
+
+# ---------------------------------------------------------------- the report job on constructed files
+
+def test_write_report_writes_findings_and_learnt_and_renders_them(tmp_path):
+    from pathlib import Path
+
+    paper = sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "paper").glob("*.csv"))
+    t1 = table1([("extended_max", "sst2", 95.0), ("parallel_all", "sst2", 85.0), ("linear_probe", "sst2", 60.0),
+                 ("extended_max", "inat18", 60.0), ("parallel_all", "inat18", 45.0), ("linear_probe", "inat18", 30.0)])
+    fig6 = pd.concat([fig6ab({"inat18": {"gga": 80, "topk": 70}}), fig6c({4: (80, 70)})])
+    frames = {
+        "tables/table1": t1, "tables/table3": table3({"inat18": kinds(0.80)}),
+        "tables/table4": table4({"srank": 0.82, "frobenius": 0.4}, {"srank": -0.9, "frobenius": 0.1}),
+        "tables/table5": table5({1: (70, 70.5)}), "tables/table7": table7(90, 80, 70), "tables/table8": table8(95, 80),
+        "tables/appK": pd.DataFrame([{"item": "scoring (GGA)", "measured_seconds": 0.5, "training_run_seconds": 100.0}]),
+        "figure_data/fig1": fig1({"inat18": [50, 60, 70, 80]}), "figure_data/fig4": fig4(0.9, [0.1, 0.0]),
+        "figure_data/fig5": fig5({"inat18": (0.6, 0.001, -0.7, 0.001)}), "figure_data/fig6": fig6,
+        "figure_data/fig8": fig8([60 + k for k in range(5)], [59 + k for k in range(5)]),
+        "figure_data/fig9": fig9({("gelu", 1): 70, ("identity", 1): 70, ("gelu", 12): 85, ("identity", 12): 70}),
+        "figure_data/fig13": fig13([0.2, 0.5, 0.8]), "figure_data/fig15": fig15(90, 50.3),
+    }
+    for name, frame in frames.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    batch = tmp_path / "batch.json"  # the all-n^2 run kept the chance-level loss of SST-2
+    batch.write_text(json.dumps({"items": [{"key": {"experiment": "fig15", "dataset": "sst2", "placement": "all",
+                                                    "seed": 0, "method": "adapters"}, "edges": [[0, 1]], "lr": 0.1,
+                                            "steps": 10, "status": "finished", "folder": "f",
+                                            "metrics": {"test_accuracy": 0.503, "train_loss": 0.69,
+                                                        "mlflow_run_id": "all"}}]}))
+    inputs = {"tables": [str(tmp_path / f"{n}.csv") for n in frames if n.startswith("tables")],
+              "figure_data": [str(tmp_path / f"{n}.csv") for n in frames if n.startswith("figure_data")],
+              "paper": paper, "figures": [], "lr": [], "runs": [str(batch)]}
+    outputs = {"report": str(tmp_path / "REPORT.md"), "findings": str(tmp_path / "findings.csv"),
+               "learnt": str(tmp_path / "learnt.csv")}
+    spec = {"results": "results", "model_specs": {"vit": "embedded"}, "seeds": [0, 1, 2], "tracking_uri": "sqlite://",
+            "chance": {"sst2": 50.0, "inat18": 1.0}, "scores_dataset": "inat18"}
+    R.write_report(spec, inputs, outputs)
+    findings = pd.read_csv(outputs["findings"])
+    assert list(findings.columns) == R.FINDING_COLUMNS and len(findings) == 24 and findings.claim.is_unique
+    findings = findings.set_index("claim")
+    assert findings.loc["all n^2 adapters at once do not beat the best random placement", "verdict"] == DIV
+    assert findings.loc["the best of the random 2L-adapter placements beats parallel adapters", "verdict"] == REP
+    assert findings.loc["scoring all n^2 edges costs little next to training", "verdict"] == REP
+    learnt = pd.read_csv(outputs["learnt"]).set_index("dataset")
+    assert bool(learnt.loc["sst2", "learnt"]) and bool(learnt.loc["inat18", "learnt"])  # 35 and 44 points above chance
+    text = Path(outputs["report"]).read_text()
+    counts = findings.verdict.value_counts()
+    assert (f"## Findings: {counts.get(REP, 0)} reproduced, {counts.get(NOT, 0)} not reproduced, "
+            f"{counts.get(INC, 0)} inconclusive, {counts.get(DIV, 0)} diverged") in text
+    assert "| sst2 | 50.000 | 60.000 | 85.000 |" in text  # learnt.csv's row, rendered
