@@ -1256,6 +1256,11 @@ class TfdsTask(SplitDigests):
                 .batch(batch_size, drop_remainder=drop_last))
         if prefetch:
             data = data.prefetch(tf.data.AUTOTUNE)
+        else:  # the synchronous baseline of bench_loader.py: tf.data would otherwise read ahead by
+            # itself (an injected prefetch; a fused map-and-batch that makes whole batches ahead)
+            options.autotune.enabled = False
+            options.experimental_optimization.inject_prefetch = False
+            options.experimental_optimization.map_and_batch_fusion = False
         data = data.with_options(options)
 
         def torch_batches():
