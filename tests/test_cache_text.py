@@ -1,0 +1,127 @@
+"""The frozen-prefix cache on text encoders: padded batches, attention masks, token types, RoBERTa's
+padding-aware positions, and the split digest of token dicts. The cached pass must equal the plain
+one (tests/test_train.py checks the ViT)."""
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adapter_placement.cache import NodeCache
+from adapter_placement.data import InMemoryTask, index_inputs
+from adapter_placement.graph import AdapterGraph
+from adapter_placement.train import TrainConfig, train
+from conftest import small_text_model
+
+torch.set_num_threads(1)
+
+# MiniLM: 6 layers, n = 13. The first target is 5, so the pass starts at block input 4 (z_4);
+# node 2 is a long-range source before it (from the cache), node 12 a recurrent source.
+MINILM_EDGES = [(2, 7), (12, 5), (6, 6), (4, 9)]
+
+
+def minilm_config(tmp_path, **overrides):
+    base = dict(dataset="vader_mnli", model="minilm", edges=MINILM_EDGES, rank=2, lr=3e-3, steps=4, batch_size=8,
+                eval_splits=("val",), eval_batch_size=16, checkpoint_every=100, progress=False, track=False,
+                cache_dir=str(tmp_path / "cache"), data_sizes={"train": 24, "val": 20, "test": 8})
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_minilm_sentence_pairs_train_the_same_with_the_cache(tmp_path):
+    from adapter_placement.data import load_task, minilm_tokenizer
+
+    task = load_task("vader_mnli", seed=0, tokenizer=minilm_tokenizer(), sizes={"train": 24, "val": 20, "test": 8})
+    inputs, _ = task.tensors("val")
+    # what makes text different: padding, masks and token types really occur in these splits
+    assert (inputs["attention_mask"] == 0).any() and (inputs["token_type_ids"] == 1).any()
+    plain = train(minilm_config(tmp_path), tmp_path / "plain")
+    cached = train(minilm_config(tmp_path, prefix_cache=True), tmp_path / "cached")
+    files = sorted(p.name for p in (tmp_path / "cache").rglob("*.pt"))
+    assert files == sorted(["node2.pt", "node12.pt", "pre4.pt"] * 2)  # train and val
+    assert cached["val_accuracy"] == pytest.approx(plain["val_accuracy"], abs=1e-9)
+    assert cached["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-4)
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(tmp_path / "plain/adapters.safetensors"), load_file(tmp_path / "cached/adapters.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-6)
+    assert any(wa[k].abs().max() > 0 for k in wa if k.endswith("up.weight"))  # trained: not a comparison of zeros
+
+
+# ---------------------------------------------------------------- RoBERTa, through NodeCache itself
+
+def roberta_task(seed=0):
+    """Token dicts as a tokenizer pads them for RoBERTa: <s> = 0 first, padding id 1 on the right
+    with attention mask 0; lengths differ within every batch."""
+    g = torch.Generator().manual_seed(seed)
+    splits = {}
+    for split, size in (("train", 10), ("val", 6), ("test", 6)):
+        ids = torch.randint(3, 60, (size, 9), generator=g)
+        ids[:, 0] = 0
+        mask = torch.ones_like(ids)
+        for k in range(size):
+            length = 4 + (k * 3) % 6
+            ids[k, length:] = 1
+            mask[k, length:] = 0
+        splits[split] = ({"input_ids": ids, "attention_mask": mask}, torch.randint(0, 3, (size,), generator=g))
+    return InMemoryTask("roberta_toy", "text", 3, splits)
+
+
+@pytest.mark.parametrize("edges", [[(3, 5), (6, 4)], [(2, 2), (1, 4)], [(1, 6), (4, 3)], [(5, 6)]])
+def test_roberta_cached_pass_equals_the_plain_pass(edges, tmp_path):
+    model = small_text_model("roberta")
+    task = roberta_task()
+    graph = AdapterGraph(model, edges, rank=4)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in graph.adapter_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    cache = NodeCache(graph, task, tmp_path, "small-roberta", 0, batch_size=4)  # fills in 3 batches
+    assert cache.prefix_node is not None and cache.prefix_node > 0
+    inputs, labels = task.tensors("train")
+    index = torch.tensor([7, 0, 3, 9])  # an unsorted batch: the cache is indexed by example
+    batch = index_inputs(inputs, index)
+    assert (batch["attention_mask"] == 0).any()
+
+    def loss_and_grads(**extras):
+        graph.zero_grad(set_to_none=True)
+        logits = graph(**batch, **extras).logits
+        loss = F.cross_entropy(logits, labels[index])
+        loss.backward()
+        return logits.detach(), [p.grad.clone() for p in graph.adapter_parameters()]
+
+    plain, plain_grads = loss_and_grads()
+    cached, cached_grads = loss_and_grads(**cache.extras("train", index))
+    torch.testing.assert_close(cached, plain, rtol=1e-5, atol=1e-6)
+    for a, b in zip(cached_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    assert max(g.abs().max() for g in plain_grads) > 0
+    # the cached values are read: a cache of other examples gives another result
+    other = cache.extras("train", torch.tensor([1, 2, 4, 5]))
+    with torch.no_grad():
+        assert not torch.allclose(graph(**batch, **other).logits, plain, atol=1e-4)
+
+
+def test_text_split_digest_sees_every_tensor_of_the_token_dict(tmp_path):
+    task = roberta_task()
+    graph = AdapterGraph(small_text_model("roberta"), [(4, 4)], rank=2)
+    path = lambda t: NodeCache(graph, t, tmp_path, "small-roberta", 0).path("train", "pre4")  # noqa: E731
+    inputs, labels = task.splits["train"]
+
+    def changed(**tensors):
+        return dataclasses.replace(task, splits={**task.splits, "train": ({**inputs, **tensors}, labels)})
+
+    mask = inputs["attention_mask"].clone()
+    mask[0, -1] = 1 - mask[0, -1]  # one mask bit: the same token ids, another example
+    ids = inputs["input_ids"].clone()
+    ids[2, 1] = 3 if ids[2, 1] != 3 else 4  # one token
+    types = torch.zeros_like(inputs["input_ids"])  # token types added (all 0) are another input dict
+    base = path(task)
+    assert path(roberta_task()) == base  # the same examples: the same folder
+    for other in (changed(attention_mask=mask), changed(input_ids=ids), changed(token_type_ids=types),
+                  dataclasses.replace(task, splits={**task.splits, "train": (inputs, (labels + 1) % 3)})):
+        assert path(other) != base
+        assert path(other).parent.parent == base.parent.parent  # same task folder, another split folder
+    assert NodeCache(graph, changed(attention_mask=mask), tmp_path, "small-roberta", 0).path("val", "pre4") == \
+        NodeCache(graph, task, tmp_path, "small-roberta", 0).path("val", "pre4")  # other splits unchanged
