@@ -229,7 +229,7 @@ def compute_scores(job: Mapping) -> dict:
     from .device import enable_tf32, resolve_device
     from .experiments import head_steps
     from .models import load_model
-    from .tracking import tracked_run
+    from .tracking import task_datasets, tracked_run
     from .train import num_classes_of
 
     set_threads(job.get("threads"))
@@ -252,7 +252,7 @@ def compute_scores(job: Mapping) -> dict:
     heads = {}
     with tracked_run("scores", run_key=out, params={**spec, "head_lr": head_lr, "head_lengths": lengths},
                      tags={"experiment": "scores", "cell": f"scores/{spec['dataset']}/{spec['model']}"},
-                     uri=spec["tracking_uri"]) as run:
+                     uri=spec["tracking_uri"], datasets=task_datasets(task, ["train"])) as run:
         for name, steps in lengths.items():
             head.load_state_dict(initial_head)
             heads[name] = score_after_head(loaded, task, batches, steps, head_lr, spec)
@@ -421,7 +421,7 @@ def run_search_item(item: Mapping) -> dict:
     from .device import resolve_device
     from .models import load_model
     from .search import run_search
-    from .tracking import tracked_run
+    from .tracking import task_datasets, tracked_run
     from .train import NonFiniteLossError, num_classes_of
 
     key = item["key"]
@@ -439,7 +439,7 @@ def run_search_item(item: Mapping) -> dict:
     run_key = f"search/{key['dataset']}/{item['name']}"
     with tracked_run("search", run_key=run_key, params={**key, **options, "task": item["task"],
                                                         "model_spec": item["model_spec"]},
-                     tags=item["tags"], uri=item["tracking_uri"]) as run:
+                     tags=item["tags"], uri=item["tracking_uri"], datasets=task_datasets(task, ["train"])) as run:
         try:
             result = run_search(item["function"], loaded.model, batches, score_batches=score_batches, **options)
         except NonFiniteLossError as error:

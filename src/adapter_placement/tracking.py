@@ -21,6 +21,17 @@ the placement and the adapter weights) so that a user can filter one table or fi
 
     mlflow ui --backend-store-uri sqlite:///results/mlflow.db   # then filter: tags.cell = '...'
 
+What the UI shows. A run is named by its cell and seed (:func:`run_name`: "svhn · random_24_017 ·
+seed 0"), not by its result path. The runs of one cell (a ``cell`` tag and a ``seed`` tag) are the
+children of one parent run named by the cell (tag ``mlflow.parentRunId``), so the UI nests the
+seeds under their cell; a parent is an empty FINISHED run tagged ``cell_parent``, made by the
+first run of its cell (see Concurrency) and never a result: :func:`find_runs` leaves it out.
+Runs without a seed (scores, pre-training) have no parent. Each experiment carries the tag
+``mlflow.experimentKind`` = ``custom_model_development``, which MLflow 3 reads to open it as
+model training rather than in its GenAI view. The data a run reads are its MLflow dataset
+inputs (:func:`task_datasets`: the task's name, the split's digest, the split sizes), which fill
+the UI's Dataset column.
+
 Store. The default is SQLite at ``results/mlflow.db`` (relative to the working directory) with
 artifacts in ``results/mlartifacts/<experiment>``. ``MLFLOW_TRACKING_URI`` overrides it, e.g.
 ``http://host:5000`` for an ``mlflow server`` backed by PostgreSQL/MySQL on a cluster. Do not
@@ -31,6 +42,9 @@ Concurrency. First creation of an SQLite store runs alembic migrations; several 
 doing it at once fail ("duplicate column", "table already exists"). :func:`init_store` creates
 it once, under an ``flock`` on ``<db>.lock``, and switches the file to WAL so that readers do not
 block writers. Later writers may still meet "database is locked" (see :class:`_RetryingClient`).
+Several seeds of one cell may start at once; the parent of the cell is found or created under
+the same ``flock``, so there is one. Against a tracking server there is no lock: two first
+seeds may each create one, and every child then takes the oldest, so the other stays empty.
 
 Retries. A job killed and retried must leave one finished run per result. Runs carry a
 ``run_key`` tag (one key per result file). When a run starts, earlier runs with its key that are
@@ -58,13 +72,15 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 
 # Private, but the same helper MLflow's own schema check uses to know the newest migration.
 from mlflow.store.db.utils import _get_latest_schema_revision
@@ -74,6 +90,12 @@ from adapter_placement import __version__
 DEFAULT_URI = "sqlite:///results/mlflow.db"
 RUN_KEY_TAG = "run_key"
 SUPERSEDED_TAG = "superseded_by"
+CELL_PARENT_TAG = "cell_parent"  # "true" on the parent run of a cell's seeds
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (the value names are the
+# ExperimentKind enum of mlflow/server/js; the Python package has no constant for them).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+NAME_SEPARATOR = " · "
 
 _SQLITE_PREFIX = "sqlite:///"
 _MAX_METRICS_PER_BATCH = 1000  # MLflow's limits for one log_batch call
@@ -244,13 +266,16 @@ def tracked_run(
     tags: Mapping[str, str] | None = None,
     uri: str | None = None,
     flush_secs: float = 30.0,
+    datasets: Sequence[DatasetRecord] = (),
 ) -> Iterator[TrackedRun]:
     """Track one training run as an MLflow run in ``experiment``.
 
     ``run_key`` names the result this run produces (one key per result file); it is the run's
-    name and its ``run_key`` tag, and the basis of the retry policy in the module docstring.
-    ``params`` are logged as given, plus ``config_hash`` (of ``params``, unless given),
-    ``package_version`` and ``git_commit``. ``tags`` group runs, e.g. by table and cell.
+    ``run_key`` tag and the basis of the retry policy in the module docstring. ``params`` are
+    logged as given, plus ``config_hash`` (of ``params``, unless given), ``package_version``
+    and ``git_commit``. ``tags`` group runs, e.g. by table and cell; with ``cell`` and ``seed``
+    the run is a child of its cell's parent run, and they name it (:func:`run_name`).
+    ``datasets`` are logged as the run's inputs (:func:`task_datasets` makes them).
 
     The run ends FINISHED when the block completes, FAILED when it raises an Exception, and
     KILLED when it is left by KeyboardInterrupt, SIGTERM (turned into ``SystemExit(143)`` while
@@ -259,12 +284,15 @@ def tracked_run(
     """
     uri = init_store(uri)
     client = _RetryingClient(uri)
+    tags = {key: str(value) for key, value in (tags or {}).items()}
     experiment_id = _experiment_id(client, experiment, uri)
     stale = _runs_with_key(client, experiment_id, run_key, "RUNNING")
-    run = TrackedRun(client, _create_run(client, experiment_id, run_key, tags or {}), flush_secs)
+    parent_id = _cell_parent(client, experiment_id, tags, uri)
+    run = TrackedRun(client, _create_run(client, experiment_id, run_key, tags, parent_id), flush_secs)
     with _sigterm_raises_system_exit():
         try:
             _log_params(client, run.run_id, params)
+            _log_datasets(client, run.run_id, datasets)
             for old in stale:
                 _supersede(client, old, run.run_id)
             yield run
@@ -282,16 +310,20 @@ def tracked_run(
 
 def _experiment_id(client: _RetryingClient, name: str, uri: str) -> str:
     """Id of the experiment ``name``, created on first use, also when another process
-    creates it at the same moment."""
+    creates it at the same moment, and tagged as model training (also when a store made
+    before the tag existed holds it)."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=_artifact_location(uri, name))
-    except MlflowException as error:
-        if error.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-        return client.get_experiment_by_name(name).experiment_id
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=_artifact_location(uri, name),
+                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
+    if EXPERIMENT_KIND_TAG not in experiment.tags:  # a user's own choice of kind is kept
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return experiment.experiment_id
 
 
 def _artifact_location(uri: str, experiment: str) -> str | None:
@@ -303,9 +335,118 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     return str(db_path.parent / "mlartifacts" / re.sub(r"[^\w.-]+", "_", experiment))
 
 
-def _create_run(client: _RetryingClient, experiment_id: str, run_key: str, tags: Mapping[str, str]) -> str:
-    run_tags = {**{key: str(value) for key, value in tags.items()}, RUN_KEY_TAG: run_key}
-    return client.create_run(experiment_id, tags=run_tags, run_name=run_key).info.run_id
+def run_name(tags: Mapping[str, str], run_key: str) -> str:
+    """The name the UI shows: the run's cell without its leading experiment folder, then its
+    seed, e.g. cell "table1/inat18/adapters-r128-gelu/parallel_all" and seed 0 give
+    "inat18 · adapters-r128-gelu · parallel_all · seed 0" (the variant stays: Fig. 6c, Fig. 9
+    and Table 5 have cells that differ by it alone). A run without a cell is named by its key."""
+    if "cell" not in tags:
+        return run_key
+    name = _cell_name(tags["cell"])
+    return f"{name}{NAME_SEPARATOR}seed {tags['seed']}" if "seed" in tags else name
+
+
+def _cell_name(cell: str) -> str:
+    parts = cell.split("/")
+    return NAME_SEPARATOR.join(parts[1:] if len(parts) > 1 else parts)
+
+
+def _create_run(client: _RetryingClient, experiment_id: str, run_key: str, tags: Mapping[str, str],
+                parent_id: str | None) -> str:
+    run_tags = {**tags, RUN_KEY_TAG: run_key}
+    if parent_id is not None:
+        run_tags[MLFLOW_PARENT_RUN_ID] = parent_id
+    return client.create_run(experiment_id, tags=run_tags, run_name=run_name(tags, run_key)).info.run_id
+
+
+def _cell_parent(client: _RetryingClient, experiment_id: str, tags: Mapping[str, str], uri: str) -> str | None:
+    """Id of the parent run of the run's cell, made by the cell's first run; None for a run
+    that is not one seed of a cell. Find-or-create holds the store's flock (SQLite), so
+    concurrent seeds make one parent; on a server the oldest parent wins (module docstring)."""
+    if "cell" not in tags or "seed" not in tags:
+        return None
+    with _store_lock(uri):
+        parents = _cell_parents(client, experiment_id, tags["cell"])
+        if not parents:
+            parent_tags = {"cell": tags["cell"], CELL_PARENT_TAG: "true"}
+            parent = client.create_run(experiment_id, tags=parent_tags, run_name=_cell_name(tags["cell"]))
+            client.set_terminated(parent.info.run_id, "FINISHED")  # a container, never a running job
+            parents = _cell_parents(client, experiment_id, tags["cell"])
+    return parents[0].info.run_id
+
+
+def _cell_parents(client: _RetryingClient, experiment_id: str, cell: str) -> list[Run]:
+    return client.search_runs([experiment_id], _filter("FINISHED", {"cell": cell, CELL_PARENT_TAG: "true"}),
+                              max_results=10, order_by=["attributes.start_time ASC", "attributes.run_id ASC"])
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """The flock of an SQLite store (:func:`init_store`); nothing for a tracking server."""
+    if not uri.startswith(_SQLITE_PREFIX):
+        yield
+        return
+    db_path = Path(uri.removeprefix(_SQLITE_PREFIX))
+    with _exclusive_lock(db_path.with_name(db_path.name + ".lock")):
+        yield
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """One split a run reads, as an MLflow dataset input: ``name`` and ``digest`` identify the
+    data (MLflow keeps one dataset per name and digest in an experiment), ``split`` is the
+    input's context, ``sizes`` the task's split sizes, ``source`` where the data comes from."""
+
+    name: str
+    digest: str
+    split: str
+    sizes: Mapping[str, int]
+    source: Mapping[str, str]
+
+    def to_input(self) -> DatasetInput:
+        profile = {"num_rows": self.sizes.get(self.split), "split_sizes": dict(self.sizes)}
+        dataset = Dataset(self.name, self.digest, source_type="code",  # made by adapter_placement.data
+                          source=json.dumps({"tags": dict(self.source)}, sort_keys=True),
+                          profile=json.dumps(profile, sort_keys=True))
+        return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, self.split)])
+
+
+def task_datasets(task: Any, splits: Iterable[str]) -> list[DatasetRecord]:
+    """The dataset records of the splits a run reads from ``task`` (a data.py task: ``name``,
+    ``split_sizes``, ``digest(split)``), each split once."""
+    sizes = {split: int(size) for split, size in task.split_sizes.items()}
+    return [DatasetRecord(task.name, _split_digest(task, split, sizes), split, sizes, _task_source(task, split))
+            for split in dict.fromkeys(splits)]
+
+
+def _split_digest(task: Any, split: str, sizes: Mapping[str, int]) -> str:
+    """The task's digest of the split's tensors (what the prefix cache keys on) for an
+    in-memory task. A streamed (tfds) task would have to be read whole, iNat18 included, so
+    there the digest is of what fixes its examples: the prepared dataset, the split rule's
+    sizes and the data seed."""
+    if isinstance(getattr(task, "splits", None), Mapping):
+        return task.digest(split)
+    return config_hash({"task": task.name, "split": split, "sizes": sizes, **_task_source(task, split)})
+
+
+def _task_source(task: Any, split: str) -> dict[str, str]:
+    source = {"task": task.name, "split": split, "loader": "adapter_placement.data.load_task"}
+    if hasattr(task, "seed"):
+        source["data_seed"] = str(task.seed)
+    info = getattr(getattr(task, "builder", None), "info", None)
+    if info is not None:  # the prepared tfds dataset and its version, e.g. "svhn_cropped/3.1.0"
+        source["tfds"] = str(getattr(info, "full_name", getattr(info, "name", "")))
+    return source
+
+
+def _log_datasets(client: _RetryingClient, run_id: str, datasets: Sequence[DatasetRecord]) -> None:
+    if not datasets:
+        return
+    inputs = [record.to_input() for record in datasets]
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except MlflowException:  # a server's concurrent run inserted the same dataset first:
+        client.log_inputs(run_id, datasets=inputs)  # now it exists and is linked, not inserted
 
 
 def _log_params(client: _RetryingClient, run_id: str, params: Mapping[str, Any]) -> None:
@@ -373,7 +514,7 @@ def find_runs(experiment: str, uri: str | None = None, **tags: str) -> list[Run]
             order_by=["attributes.start_time ASC"],
             page_token=page_token,
         )
-        runs += page
+        runs += [run for run in page if CELL_PARENT_TAG not in run.data.tags]  # containers, not results
         page_token = page.token
         if not page_token:
             return runs

@@ -168,7 +168,7 @@ def train(cfg: TrainConfig, out_dir) -> dict:
     net.to(device)  # in place: ``params`` are the same Parameter objects, now on the device
     task = _load_task(cfg, loaded)
     out.mkdir(parents=True, exist_ok=True)
-    with _tracked(cfg, out) as run:
+    with _tracked(cfg, out, task) as run:
         return _train(cfg, out, net, params, task, loaded.modality, run, device)
 
 
@@ -378,16 +378,17 @@ def _node_cache(cfg, net, task) -> Optional[NodeCache]:
 
 
 @contextlib.contextmanager
-def _tracked(cfg: TrainConfig, out: Path):
+def _tracked(cfg: TrainConfig, out: Path, task):
     if not cfg.track:
         yield None
         return
-    from .tracking import tracked_run
+    from .tracking import task_datasets, tracked_run
 
     params = {k: v for k, v in _plain(dataclasses.asdict(cfg)).items()
               if k not in ("tags", "progress", "track", "tracking_uri")}
     with tracked_run(cfg.experiment, run_key=str(out), params=params,
-                     tags={k: str(v) for k, v in cfg.tags.items()}, uri=cfg.tracking_uri) as run:
+                     tags={k: str(v) for k, v in cfg.tags.items()}, uri=cfg.tracking_uri,
+                     datasets=task_datasets(task, [cfg.train_split, *cfg.eval_splits])) as run:
         yield run
 
 
