@@ -70,8 +70,9 @@ REFERENCE_GPU = "a100"
 MFU = 0.35
 # Batched float64 SVDs (svdvals of every edge's d x d gradient) run far below any peak.
 SVD_TFLOPS = 0.5
-# tf.data decode + resize + crop of one full-size JPEG (iNat18: ~800 x 600) costs 5-15 ms of one
-# core; 75 images/s per core is the slow end, so that the runtimes it gives are safe.
+# tf.data decode + bicubic resize to 248 + centre crop 224 + normalise of an 800 x 600 JPEG (iNat18's
+# size, 234 KB) measured 178 images per CPU-second on this project's CPU; 75 per core leaves room
+# for the conversion to torch, pinning and slower cluster nodes, so that the runtimes are safe.
 LOADER_IMAGES_PER_CORE = 75.0
 STARTUP_SECONDS = 120.0  # Python, torch, CUDA and TensorFlow imports, MLflow run, tfds builder
 LOAD_BYTES_PER_SECOND = 200e6  # weights read from a shared file system
@@ -857,27 +858,34 @@ def workflow_rules(configfile: Path, snakefile: Optional[Path] = None) -> dict[s
 # ---------------------------------------------------------------- the report
 
 def table(estimates: list[RuleEstimate], gpu: Gpu, mfu: float) -> str:
-    """A Markdown table, one line per rule with jobs, and the totals."""
+    """A Markdown table: one line per GPU rule with jobs, one for the CPU-only rules together, one
+    for the local rules, and the totals."""
     head = ("| rule | jobs | PFLOP | GPU GiB/job | host GiB/job | GPU-h (compute) | GPU-h (held) | "
             "longest job h | profile needs (min, MB, GPU) |\n|---|---:|---:|---:|---:|---:|---:|---:|---|")
     lines = [head]
     for e in estimates:
-        if not e.jobs:
-            continue
-        need = required_resources(e)
-        where = "local" if e.local else f"{need['runtime']}, {need['mem_mb']}, {need['gpu']}"
-        lines.append(f"| {e.rule} | {e.jobs} | {e.flops / 1e15:,.1f} | {e.gpu_bytes / GiB:.1f} | "
-                     f"{e.host_bytes / GiB:.1f} | {e.gpu_hours:,.1f} | {e.wall_hours:,.1f} | {e.job_hours:.2f} | {where} |")
+        if e.jobs and e.gpu:
+            need = required_resources(e)
+            lines.append(f"| {e.rule} | {e.jobs} | {e.flops / 1e15:,.1f} | {e.gpu_bytes / GiB:.1f} | "
+                         f"{e.host_bytes / GiB:.1f} | {e.gpu_hours:,.1f} | {e.wall_hours:,.1f} | {e.job_hours:.2f} | "
+                         f"{need['runtime']}, {need['mem_mb']}, 1 |")
+    for label, group in (("CPU-only", [e for e in estimates if e.jobs and not e.gpu and not e.local]),
+                         ("local (login node)", [e for e in estimates if e.jobs and e.local])):
+        if group:
+            need = max((required_resources(e) for e in group), key=lambda r: (r["runtime"], r["mem_mb"]))
+            where = "not submitted" if group[0].local else f"{need['runtime']}, {need['mem_mb']}, 0"
+            lines.append(f"| {label}: {len(group)} rules | {sum(e.jobs for e in group)} | 0 | 0 | "
+                         f"{max(e.host_bytes for e in group) / GiB:.1f} | 0 | 0 | "
+                         f"{max(e.job_hours for e in group):.2f} | {where} |")
     gpu_rules = [e for e in estimates if e.gpu]
-    lines.append(f"| **total** | {sum(e.jobs for e in estimates)} | {sum(e.flops for e in estimates) / 1e15:,.1f} | | | "
+    lines.append(f"| **total** | {sum(e.jobs for e in estimates):,} | {sum(e.flops for e in estimates) / 1e15:,.0f} | | | "
                  f"**{sum(e.gpu_hours for e in gpu_rules):,.0f}** | **{sum(e.wall_hours for e in gpu_rules):,.0f}** | | |")
     lines.append(f"\nOn one {gpu.name} ({gpu.bf16_tflops:g} bf16 / {gpu.fp32_tflops:g} TF32 TFLOP/s peak, "
-                 f"{gpu.memory_gib:g} GiB) at {mfu:.0%} MFU. GPU-h (compute): FLOPs / (peak x MFU); GPU-h "
-                 f"(held): wall time of the GPU jobs, start-up and image decoding "
-                 f"({LOADER_IMAGES_PER_CORE:g} images/s per core) included.")
-    for e in estimates:
-        for note in e.notes:
-            lines.append(f"- {e.rule}: {note}")
+                 f"{gpu.memory_gib:g} GiB) at {mfu:.0%} MFU. GPU-h (compute): FLOPs / (peak x MFU). GPU-h "
+                 f"(held): the GPU jobs' wall time, start-up and image decoding ({LOADER_IMAGES_PER_CORE:g} "
+                 f"images/s per core) included. Profile needs: {RUNTIME_SAFETY:g} x the longest job, "
+                 f"{MEMORY_SAFETY:g} x its host memory.")
+    lines += [f"- {e.rule}: {note}" for e in estimates for note in e.notes]
     return "\n".join(lines)
 
 
