@@ -298,3 +298,34 @@ def test_runtime_spellings(value, minutes):
 def test_runtime_spelling_error():
     with pytest.raises(C.CostError, match="runtime 'soon'"):
         C.runtime_minutes("soon")
+
+
+def dry_run_job_counts(output: str) -> dict[str, int]:
+    """rule -> jobs, from the "Job stats" table of `snakemake -n` (the target rule `all` left out)."""
+    import re
+
+    counts = {}
+    for line in output.split("Job stats:", 1)[1].splitlines()[3:]:
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not match:
+            break
+        counts[match.group(1)] = int(match.group(2))
+    return {rule: n for rule, n in counts.items() if rule not in ("total", "all")}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_job_counts_equal_the_paper_dags_dry_run(tmp_path, paper_estimates):
+    """Every rule's job count, as the cost model enumerates it, equals Snakemake's own DAG of the
+    paper (offline dry run, ~10 min on 2 busy cores)."""
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([str(bin_dir / "snakemake"), "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path),
+                             "--configfile", str(PAPER), "-n", "--quiet", "rules"],
+                            capture_output=True, text=True, env=env, timeout=2400)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert dry_run_job_counts(result.stdout + result.stderr) == {e.rule: e.jobs for e in paper_estimates if e.jobs}
