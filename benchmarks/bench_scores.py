@@ -3,7 +3,7 @@
 "full" is what score_edges did before blocks existed: ``edge_gradients`` (the (n, n, d, d) stack)
 then ``score_matrix`` per function. "rows=k" is ``score_edges`` under a ``max_memory`` that fits
 k source rows (``score_memory_bytes`` with the first batch's captures): ceil(n / k) passes over the
-scoring batches. Each side's peak memory is measured alone in a fresh process (CPU: peak RSS above
+scoring batches. Each side's peak memory is measured alone in a fresh process (CPU, Linux: VmHWM above
 the RSS before the call; CUDA: max_memory_allocated above the allocation before it); seconds are
 the median of ``--repeats`` in-process runs, sides interleaved. Every side's scores are checked
 against the full side's first (allclose), so the ratios compare equal work. Random weights.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import statistics
 import subprocess
 import sys
@@ -69,14 +68,20 @@ def run_side(side: str, model, batches, fns: list[str]) -> dict:
 def usage(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.memory_allocated(device)
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+    return _status_bytes("VmRSS")
 
 
 def peak(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    # the high-water mark of this process's own memory: getrusage's ru_maxrss would not do, Linux
+    # keeps it across exec, so a worker would start at its parent's (this benchmark's) peak
+    return _status_bytes("VmHWM")
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
 
 
 def memory_worker(args) -> None:
