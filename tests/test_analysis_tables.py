@@ -348,6 +348,10 @@ def test_table2_from_config_registry_and_paper():
     assert svhn.steps == "500/2000" and svhn.batch_size == 64 and svhn.classes == 10 and svhn.paper_classes == 10
     assert math.isnan(svhn.train)  # paper scale: the task's own full split
     assert table.loc["extra", "paper_classes"] == 2 and math.isnan(table.loc["extra", "paper_train"])
+    pairs = analysis.side_by_side("table2", table.reset_index(), None).set_index("dataset")
+    assert pairs.loc["inat18", "task"] == "digit_pairs | inat2018" and pairs.loc["inat18", "classes"] == "100 | 8142"
+    assert pairs.loc["inat18", "train"] == "1000 | 437513" and pairs.loc["inat18", "val"] == "300 | 1% of training"
+    assert pairs.loc["svhn", "train"] == "– | 1000" and pairs.loc["extra", "val"] == "– | –"
 
 
 # ---------------------------------------------------------------- App. K
@@ -439,5 +443,5 @@ def test_write_table_markdown_is_side_by_side(tmp_path):
     out = {"csv": str(tmp_path / "table1.csv.out"), "md": str(tmp_path / "table1.md")}
     analysis.write_table(spec, {"table1": [str(batch)], "paper": str(paper)}, out)
     text = (tmp_path / "table1.md").read_text()
-    assert text.startswith("# Table 1") and "| parallel_all | 81.00 ± 1.00 | 94.69 ± 0.23 |" in text
+    assert text.startswith("# Table 1") and "| parallel_all | 81.00 ± 1.00 \\| 94.69 ± 0.23 |" in text  # the cell's "|" escaped
     assert pd.read_csv(out["csv"]).set_index("method").loc["parallel_all", "mean"] == approx(81.0)

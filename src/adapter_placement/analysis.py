@@ -679,7 +679,7 @@ def _table7_pairs(ours, paper):
                           "accuracy": _pair(_cell(r.accuracy_mean, r.accuracy_std),
                                             _cell(_lookup(theirs, r.method, "accuracy_mean"),
                                                   _lookup(theirs, r.method, "accuracy_std"))),
-                          "n_adapters": _pair(number(r.n_adapters), number(_lookup(theirs, r.method, "n_adapters")))}
+                          "n_adapters": _pair(_count(r.n_adapters), _count(_lookup(theirs, r.method, "n_adapters")))}
                          for r in ours.itertuples(index=False)])
 
 
@@ -696,13 +696,21 @@ def _table8_pairs(ours, paper):
                          for r in ours.itertuples(index=False)])
 
 
+def _count(value) -> str:
+    """A count (split size, classes): an integer, "–" when missing (a column with a gap is float)."""
+    return MISSING if number(value) == MISSING else str(int(value))
+
+
 def _table2_pairs(ours, paper):
     # table2 carries the paper's columns itself (they come from paper/table2_datasets.csv)
-    return pd.DataFrame([{"dataset": r.dataset, "task | paper task": _pair(r.task, r.paper_task),
-                          "classes": _pair(number(r.classes), number(r.paper_classes)),
-                          "train": _pair(number(r.train), number(r.paper_train)),
-                          "val": _pair(number(r.val), str(r.paper_validation) or MISSING),
-                          "test": _pair(number(r.test), number(r.paper_test)),
+    def text(value):
+        return value if isinstance(value, str) and value else MISSING
+
+    return pd.DataFrame([{"dataset": r.dataset, "task": _pair(r.task, r.paper_task),
+                          "classes": _pair(_count(r.classes), _count(r.paper_classes)),
+                          "train": _pair(_count(r.train), _count(r.paper_train)),
+                          "val": _pair(_count(r.val), text(r.paper_validation)),
+                          "test": _pair(_count(r.test), _count(r.paper_test)),
                           "steps": r.steps, "batch_size": r.batch_size}
                          for r in ours.itertuples(index=False)])
 
@@ -730,16 +738,17 @@ def write_frame(frame: pd.DataFrame, csv_path: str, md_path: Optional[str] = Non
 
 def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     """A GitHub Markdown table (no tabulate dependency); run ids are shortened to 8 characters;
-    numbers below 10^-digits in scientific notation (a learning rate prints as 1e-4)."""
+    numbers below 10^-digits in scientific notation (a learning rate prints as 1e-4); a "|" inside a
+    cell (side_by_side's "ours | paper") is escaped, so it does not split the cell."""
     def cell(value, column):
         if isinstance(value, (float, np.floating)):
             return "" if math.isnan(value) else number(value, digits)
         if column == "run_ids" and isinstance(value, str):
             ids = [v[:8] for v in value.split(";") if v]
             return " ".join(ids[:6]) + (f" (+{len(ids) - 6})" if len(ids) > 6 else "")
-        return str(value)
+        return str(value).replace("|", "\\|")
 
-    columns = list(frame.columns)
+    columns = [str(c).replace("|", "\\|") for c in frame.columns]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(v, c) for v, c in zip(row, columns)) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
