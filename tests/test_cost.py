@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from adapter_placement import cost as C
+from adapter_placement.flops import adapter_flops, forward_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "config/paper.yaml"
@@ -175,13 +176,13 @@ def test_checkpointing_keeps_block_inputs_and_one_block():
     block = C.activation_bytes_per_token(TINY, 3, "fp32", False)
     adapter = C.adapter_activation_bytes_per_token(4, 2, "fp32", "bottleneck")
     assert C.training_gpu_bytes(plain) - C.training_gpu_bytes(ckpt) == 1000 * 3 * (2 * block - (2 * 4 * 4 + block))
-    assert C.train_step_flops(ckpt) - C.train_step_flops(plain) == 1000 * C.forward_flops(3, 4, 2, 8, 2)
+    assert C.train_step_flops(ckpt) - C.train_step_flops(plain) == 1000 * forward_flops(3, 4, 2, 8, 2)
     assert adapter == 48
 
 
 def test_train_step_flops_follow_app_k():
-    fwd = C.forward_flops(3, 4, 2, 8, 2)
-    adapters = C.adapter_flops(1, 3, 4, 2)
+    fwd = forward_flops(3, 4, 2, 8, 2)
+    adapters = adapter_flops(1, 3, 4, 2)
     assert C.train_step_flops(_tiny_run(batch=5)) == 5 * 2 * (fwd + adapters)  # backward = forward
     assert C.train_step_flops(_tiny_run(batch=5, method="full_ft", adapters=0)) == 5 * 3 * fwd  # + weight grads
     assert C.train_step_flops(_tiny_run(batch=5, method="linear_probe", adapters=0)) == 5 * fwd

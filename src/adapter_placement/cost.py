@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Optional
 
-from .flops import Arch, adapter_flops, forward_flops, pass_flops, score_flops
+from .flops import Arch, forward_flops, pass_flops, score_flops
 
 GiB = 2 ** 30
 
@@ -191,9 +191,26 @@ TASKS = {
     "mnli": TaskFacts(val=39_270, test=9_815, encoded_bytes=1_000),  # 10% of 392,702; dev matched
     "sst2": TaskFacts(val=6_735, test=872, encoded_bytes=1_000),  # 10% of 67,349; dev
 }
-VTAB_TRAIN = 800  # VTAB-1k: the shuffle buffer never holds more than the split
-SCORE_CHUNK = 64  # pipeline._score_batches: the scoring examples go through in chunks of 64
-EVAL_BATCH = 256  # TrainConfig.eval_batch_size
+
+
+def _default(function_or_class, name: str):
+    """A parameter's default as the code that runs the jobs has it (so the model cannot drift)."""
+    import inspect
+
+    return inspect.signature(function_or_class).parameters[name].default
+
+
+def score_chunk() -> int:
+    """Examples per scoring chunk (``pipeline._score_batches``)."""
+    from .pipeline import _score_batches
+
+    return int(_default(_score_batches, "chunk"))
+
+
+def eval_batch() -> int:
+    from .train import TrainConfig
+
+    return int(_default(TrainConfig, "eval_batch_size"))
 
 
 def task_facts(task: str) -> TaskFacts:
@@ -348,11 +365,11 @@ def training_gpu_bytes(run: RunShape) -> float:
     return weights + autocast + max(saved + first + workspace + logits, evaluation) + CUDA_CONTEXT_BYTES
 
 
-def eval_working_bytes(shape: Shape, tokens: int, batch: int = EVAL_BATCH) -> float:
+def eval_working_bytes(shape: Shape, tokens: int, batch: Optional[int] = None) -> float:
     """A no-grad forward keeps one block live: the residual and a LayerNorm output (8 d), the
     feed-forward hidden (4 ffn) and, eager, the attention probabilities."""
     eager = 0 if shape.fused_attention else 4 * shape.heads * tokens
-    return float(batch * tokens * (8 * shape.hidden + 4 * shape.ffn + eager))
+    return float((batch or eval_batch()) * tokens * (8 * shape.hidden + 4 * shape.ffn + eager))
 
 
 def largest_fitting_micro_batch(run: RunShape, memory_bytes: float) -> Optional[int]:
@@ -383,7 +400,7 @@ def scores_model_bytes(shape: Shape, precision: str, classes: int = 0) -> float:
             + CUDA_CONTEXT_BYTES)
 
 
-def scores_gpu_bytes(shape: Shape, tokens: int, precision: str, rows: int, chunk: int = SCORE_CHUNK,
+def scores_gpu_bytes(shape: Shape, tokens: int, precision: str, rows: int, chunk: Optional[int] = None,
                      with_first_pass: bool = False, classes: int = 0) -> float:
     """Peak GPU memory of a scores job accumulating ``rows`` source rows at a time:
 
@@ -391,19 +408,21 @@ def scores_gpu_bytes(shape: Shape, tokens: int, precision: str, rows: int, chunk
         + max(captures + the chunk's backward activations (frozen: c T L a_block),
               captures + 2 n d^2 4 (a row being formed), 4 n d^2 4 (a row in float64 and its SVD))
     """
+    chunk = chunk or score_chunk()
     backward = chunk * tokens * shape.blocks * activation_bytes_per_token(shape, tokens, precision, False)
     capture, row = score_capture_bytes(shape, tokens, chunk, with_first_pass), score_stack_bytes(1, shape)
     return (scores_model_bytes(shape, precision, classes) + score_stack_bytes(rows, shape)
             + max(capture + backward, capture + 2 * row, 4 * row))
 
 
-def score_rows(shape: Shape, tokens: int, precision: str, memory_bytes: float, chunk: int = SCORE_CHUNK,
+def score_rows(shape: Shape, tokens: int, precision: str, memory_bytes: float, chunk: Optional[int] = None,
                with_first_pass: bool = False, classes: int = 0) -> int:
     """The rows per block the scores job picks on a GPU of ``memory_bytes``: its budget is
     ``scores.MEMORY_FRACTION`` of the memory left beside the model (``scores.rows_that_fit``);
     0 when not even one row fits."""
     from .scores import MEMORY_FRACTION, rows_that_fit
 
+    chunk = chunk or score_chunk()
     budget = int(MEMORY_FRACTION * (memory_bytes - scores_model_bytes(shape, precision, classes)))
     try:
         return rows_that_fit(budget, shape.num_nodes, shape.hidden,
@@ -545,10 +564,13 @@ def run_shape(config: Mapping, dataset: str, model: str, method: str,
                     vision=modality == "vision", **run_knobs(config, model))
 
 
-def shuffle_examples(config: Mapping, dataset: str, buffer: int = 10_000) -> int:
-    """Examples tf.data's shuffle buffer holds (data.TfdsTask.shuffle_buffer; VTAB-1k: its 800)."""
-    task = config["datasets"][dataset]["task"]
-    return min(buffer, VTAB_TRAIN) if task in ("clevr_count", "svhn", "dsprites_location") else buffer
+def shuffle_examples(config: Mapping, dataset: str) -> int:
+    """Examples tf.data's shuffle buffer holds: ``data.TfdsTask.shuffle_buffer``, or a VTAB-1k
+    train split's 800 when that is fewer."""
+    from .data import TFDS_TASKS, TfdsTask, VtabSplits
+
+    buffer, spec = int(_default(TfdsTask, "shuffle_buffer")), TFDS_TASKS.get(config["datasets"][dataset]["task"])
+    return min(buffer, spec.splits.num_train) if spec and isinstance(spec.splits, VtabSplits) else buffer
 
 
 def _fit_note(run: RunShape, gpu: Gpu) -> list[str]:
@@ -586,9 +608,9 @@ def scores_work(config: Mapping, dataset: str, model: str, gpu: Gpu) -> Work:
     rows = score_rows(shape, tokens, precision, gpu.memory_gib * GiB, classes=classes)
     if rows == 0:
         need = scores_gpu_bytes(shape, tokens, precision, 1, classes=classes)
-        capture = score_capture_bytes(shape, tokens, SCORE_CHUNK)
+        capture = score_capture_bytes(shape, tokens, score_chunk())
         raise CostError(f"rule scores ({dataset}, {model}): one row of the gradient stack and a chunk of "
-                        f"{SCORE_CHUNK} examples (captures {capture / GiB:.1f} GiB) need {need / GiB:.1f} GiB "
+                        f"{score_chunk()} examples (captures {capture / GiB:.1f} GiB) need {need / GiB:.1f} GiB "
                         f"of GPU memory, the {gpu.name} has {gpu.memory_gib:.1f} GiB")
     passes = math.ceil(shape.num_nodes / rows)
     arch, n, d, examples = shape.arch(1), shape.num_nodes, shape.hidden, int(spec["score_examples"])
