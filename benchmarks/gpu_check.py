@@ -25,9 +25,9 @@ head and adapters memorise the few fixed batches, so bf16 and fp32 can be compar
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
-import resource
 import statistics
 import sys
 import time
@@ -108,6 +108,7 @@ def section(name: str, device: torch.device, report: dict):
     """Time a section and record its peak memory: CUDA's max allocated bytes since the section
     began, or on the CPU the process's peak resident set so far (it cannot be reset)."""
     sync(device)
+    gc.collect()  # the previous section's model (hooks hold reference cycles)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -125,7 +126,8 @@ def section(name: str, device: torch.device, report: dict):
 def peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    with open("/proc/self/status") as f:  # not ru_maxrss: it keeps the parent's peak across exec
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def peak_tflops(device: torch.device) -> float | None:
@@ -270,7 +272,8 @@ def main(argv=None) -> int:
     report: dict = {"smoke": args.smoke, "device": str(device),
                     "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                     "peak_bf16_tflops": peak_tflops(device), "torch": torch.__version__,
-                    "memory": "cuda max_memory_allocated" if device.type == "cuda" else "process peak RSS"}
+                    "fp32_matmuls": "tf32" if torch.backends.cuda.matmul.allow_tf32 and device.type == "cuda" else "fp32",
+                    "memory": "cuda max_memory_allocated" if device.type == "cuda" else "process peak RSS (VmHWM)"}
     vit_b_training(shapes["vit_b"], device, report)
     vit_b_scores(shapes["vit_b"], device, report)
     vit_g_scores(shapes["vit_g"], device, report, SCORE_MEMORY[args.smoke])
