@@ -64,9 +64,9 @@ GPUS = {
 # The profile is sized for the A100 80GB: the slowest 80 GB GPU in the table, so its times hold on
 # H100 / H200 too.
 REFERENCE_GPU = "a100"
-# Model FLOP utilisation. timm's ViT-B/16 trains at about 1,100 images/s in bf16 on an A100
-# (3 x 35 GFLOPs per image: ~115 TFLOP/s, 37% of 312); frozen-backbone runs add small rank-r
-# matmuls and memory-bound adapter layers, so 35% is a fair figure for the paper's models.
+# Model FLOP utilisation, an assumption (no GPU measured it here): ViT-B/16 trains at the order of
+# 1,000 images/s in mixed precision on an A100-class GPU (3 x 35 GFLOPs per image: ~105 TFLOP/s, a
+# third of 312); frozen-backbone runs add small rank-r matmuls and memory-bound adapter layers.
 MFU = 0.35
 # Batched float64 SVDs (svdvals of every edge's d x d gradient) run far below any peak.
 SVD_TFLOPS = 0.5
