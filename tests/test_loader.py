@@ -134,3 +134,18 @@ def test_read_ahead_raises_the_producers_error_in_the_consumer():
     with pytest.raises(KeyError, match="broken record 7"):
         next(stream)
     assert not _read_ahead_threads()
+
+
+def test_a_resumed_run_reads_the_same_tfds_batches(inat):
+    """train.training_batches skips inside the tfds pipeline (before decoding) for tfds tasks."""
+    from adapter_placement.train import TrainConfig, training_batches
+
+    cfg = TrainConfig(dataset="test_inat", model="x", edges=[(0, 1)], batch_size=16, steps=14)
+    assert inat.split_sizes[cfg.train_split] // 16 == 6  # 6 batches an epoch: step 7 is epoch 2's second
+
+    def steps(first, count):
+        return [(x.sum().item(), y.tolist()) for x, y, _ in itertools.islice(training_batches(inat, cfg, first), count)]
+
+    full = steps(0, 14)
+    assert steps(7, 7) == full[7:] and steps(6, 1) == full[6:7]
+    assert full[0] != full[6]  # the second epoch is reshuffled

@@ -38,7 +38,7 @@ from . import atomic, engine
 from .adapters import check_adapter_args
 from .backbones import describe
 from .cache import NodeCache, fill_together
-from .data import InMemoryTask, index_inputs
+from .data import InMemoryTask, TfdsTask, index_inputs
 from .device import check_device_spec, check_precision, enable_tf32, resolve_device
 from .engine import NonFiniteLossError, Recipe, default_warmup, recipe_for
 from .graph import AdapterGraph
@@ -244,8 +244,12 @@ def training_batches(task, cfg: TrainConfig, first_step: int, cache=None):
     epoch, skip = divmod(first_step, per_epoch)
     while True:
         order_seed = cfg.seed * 100_003 + epoch
-        epoch_batches = task.batches(cfg.train_split, cfg.batch_size, shuffle=True, seed=order_seed, drop_last=True)
-        for inputs, labels in itertools.islice(epoch_batches, skip, None):
+        order = dict(shuffle=True, seed=order_seed, drop_last=True)
+        if isinstance(task, TfdsTask):  # skipped before decoding: a resumed iNat run decodes no batch twice
+            epoch_batches = task.batches(cfg.train_split, cfg.batch_size, skip_batches=skip, **order)
+        else:
+            epoch_batches = itertools.islice(task.batches(cfg.train_split, cfg.batch_size, **order), skip, None)
+        for inputs, labels in epoch_batches:
             yield inputs, labels, {}
         epoch, skip = epoch + 1, 0
 
