@@ -362,8 +362,11 @@ def score_edges(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross
     names = [fn] if isinstance(fn, str) else list(fn)
     for name in names:
         check_score_args(name, eta)
-    blocks = reduce_gradient_blocks(model, batches, lambda rows: {name: score_matrix(rows, name, eta) for name in names},
-                                    loss_fn, max_memory=max_memory, device=device, precision=precision)
+    def reduce(rows):  # a block of rows' scores, on the CPU
+        return {name: score_matrix(rows, name, eta) for name in names}
+
+    blocks = reduce_gradient_blocks(model, batches, reduce, loss_fn, max_memory=max_memory, device=device,
+                                    precision=precision)
     scores = {name: torch.cat([block[name] for block in blocks]) for name in names}
     return scores[fn] if isinstance(fn, str) else scores
 
