@@ -547,7 +547,7 @@ class SlowLoss:
     """Cross-entropy that takes at least ``seconds`` a call: what a search spends is then bounded
     below by its calls, whatever the machine."""
 
-    def __init__(self, seconds=0.02):
+    def __init__(self, seconds=0.05):
         self.seconds, self.calls = seconds, 0
 
     def __call__(self, logits, targets):
@@ -562,8 +562,8 @@ def test_measured_seconds_split_into_selection_and_training(batches):
     started = time.perf_counter()
     result = iterative_gga(small_vit(depth=2), batches, n=3, k=3, fn="frobenius", loss_fn=loss)
     elapsed = time.perf_counter() - started
-    assert loss.calls == 2 and result.seconds["training"] == 0.0
-    assert 2 * loss.seconds <= result.seconds["selection"] <= elapsed
+    assert loss.calls >= 2 and result.seconds["training"] == 0.0  # a pass per score batch (or more, in blocks)
+    assert loss.calls * loss.seconds <= result.seconds["selection"] <= elapsed
     assert result.seconds["total"] == pytest.approx(result.seconds["selection"], rel=1e-12)
     # the edge switch on all edges: training only (one loss per step); selection is ranking gates
     loss = SlowLoss()
