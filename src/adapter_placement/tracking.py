@@ -43,8 +43,9 @@ doing it at once fail ("duplicate column", "table already exists"). :func:`init_
 it once, under an ``flock`` on ``<db>.lock``, and switches the file to WAL so that readers do not
 block writers. Later writers may still meet "database is locked" (see :class:`_RetryingClient`).
 Several seeds of one cell may start at once; the parent of the cell is found or created under
-the same ``flock``, so there is one. Against a tracking server there is no lock: two first
-seeds may each create one, and every child then takes the oldest, so the other stays empty.
+the same ``flock``, so there is one. Against a tracking server there is no lock: first seeds
+that start at the same moment may each make a parent (each nests under one of them); every
+later seed takes the oldest.
 
 Retries. A job killed and retried must leave one finished run per result. Runs carry a
 ``run_key`` tag (one key per result file). When a run starts, earlier runs with its key that are
@@ -362,7 +363,7 @@ def _create_run(client: _RetryingClient, experiment_id: str, run_key: str, tags:
 def _cell_parent(client: _RetryingClient, experiment_id: str, tags: Mapping[str, str], uri: str) -> str | None:
     """Id of the parent run of the run's cell, made by the cell's first run; None for a run
     that is not one seed of a cell. Find-or-create holds the store's flock (SQLite), so
-    concurrent seeds make one parent; on a server the oldest parent wins (module docstring)."""
+    concurrent seeds make one parent; on a server later seeds take the oldest (module docstring)."""
     if "cell" not in tags or "seed" not in tags:
         return None
     with _store_lock(uri):
