@@ -180,8 +180,6 @@ def test_best_placement_without_matching_runs_says_so(tmp_path):
         _best(tmp_path, [[_item("parallel_1", 0, 0.5, [[0, 1]])]])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: best_placement averages test accuracy with pandas' mean, which skips the "
-                   "NaN of a diverged run, so a placement wins on its surviving seeds (fix: fillna(0.0) before the mean)")
 def test_a_diverged_seed_counts_against_its_placement(tmp_path):
     """A placement whose seed diverged must not win on its other seeds alone: the diverged run counts
     as accuracy 0, as in the lr selection (pipeline.select_lr)."""

@@ -376,13 +376,14 @@ def select_placements(job: Mapping) -> dict:
 
 def best_placement(job: Mapping) -> dict:
     """The best single edge of a dataset's Fig. 3 grid, or its best random placement of Table 1,
-    by mean test accuracy over seeds (the paper picks the maximum of test accuracy)."""
+    by mean test accuracy over seeds (the paper picks the maximum of test accuracy); a diverged run
+    counts as accuracy 0, as in ``select_lr``."""
     from .analysis import load_runs
 
     spec = job["spec"]
     runs = load_runs(job["input"]["batches"])
     runs = runs[runs.placement.str.match(spec["pattern"]) & (runs.variant == spec["variant"])]
-    means = runs.groupby("placement").test_accuracy.mean().sort_index()
+    means = runs.test_accuracy.fillna(0.0).groupby(runs.placement).mean().sort_index()
     if means.empty:
         raise ValueError(f"no finished runs match {spec['pattern']!r} for {spec['name']}")
     best = means.idxmax()
