@@ -143,6 +143,8 @@ def test_a_changed_value_changes_only_the_plans_it_affects(embedded):
     (lambda c: c["models"]["minilm"].update(spec="weights/vit.safetensors"),
      r"models\.minilm\.spec: missing model file 'weights/vit.safetensors'"),
     (lambda c: c["experiments"]["fig6c"].update(model="vitg"), r"experiments\.fig6c\.model: missing model 'vitg'"),
+    (lambda c: c["models"]["vit"].update(spec="models/gone.safetensors"),
+     r"models\.vit\.spec: missing model file 'models/gone.safetensors'"),
     (lambda c: c["experiments"]["fig6ab"].update(n=[1, 3, 24]), r"experiments\.fig6ab\.n\[2\]: 24 adapters"),
     (lambda c: c["datasets"].pop("svhn"), r"experiments\.fig1\.datasets\[3\]: unknown dataset 'svhn'"),
 ])
@@ -150,10 +152,12 @@ def test_check_config_names_the_bad_value(embedded, edit, message):
     bad = copy.deepcopy(embedded)
     edit(bad)
     with pytest.raises(X.ConfigError, match=message):
-        X.check_config(bad, known_tasks(), path_exists=lambda path: False)
+        X.check_config(bad, known_tasks(), path_exists=lambda path: path == "models/vit_digits.safetensors")
 
 
 def test_model_spec_of_a_pretrained_model_follows_its_settings(embedded):
+    assert X.model_spec(embedded, "vit") == "models/vit_digits.safetensors"  # committed, not retrained
+    embedded = {**embedded, "rebuild_pretrained": True}
     spec = X.model_spec(embedded, "vit")
     assert spec.startswith("results/pretrain/vit-") and spec.endswith(".safetensors")
     other = copy.deepcopy(embedded)

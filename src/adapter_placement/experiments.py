@@ -648,9 +648,11 @@ def cached_plan(config: Mapping, experiment: str) -> tuple[Run, ...]:
 def model_spec(config: Mapping, model: str) -> str:
     """The ``load_model`` spec of a model key. A model with a ``pretrain`` section is the small ViT
     that the pretrain rule makes; its file name carries a hash of that section, so that other
-    pre-training settings give other weights and, through the spec, other run configs."""
+    pre-training settings give other weights and, through the spec, other run configs. With a
+    ``spec`` as well (the embedded default: the committed ``models/vit_digits.safetensors``, made
+    once with that recipe), the file is used as it is unless ``rebuild_pretrained`` is true."""
     entry = config["models"][model]
-    if entry.get("pretrain"):
+    if entry.get("pretrain") and (config.get("rebuild_pretrained") or not entry.get("spec")):
         digest = hashlib.sha256(json.dumps(entry["pretrain"], sort_keys=True).encode()).hexdigest()[:10]
         return f"{config['results']}/pretrain/{model}-{digest}.safetensors"
     return entry["spec"]
@@ -738,8 +740,8 @@ def check_config(config: Mapping, known_tasks: Iterable[str], path_exists=None) 
             raise ConfigError(f"datasets.{name}.model: no model {entry['model']!r} in models "
                               f"(defined: {sorted(models)})")
     for name, entry in models.items():
-        if entry.get("pretrain"):
-            continue
+        if entry.get("pretrain") and (config.get("rebuild_pretrained") or not entry.get("spec")):
+            continue  # the pretrain rule makes it
         spec = entry.get("spec")
         if not spec:
             raise ConfigError(f"models.{name}: missing model: give `spec` or a `pretrain` section")
