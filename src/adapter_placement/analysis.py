@@ -656,7 +656,7 @@ def _table4_pairs(ours, paper):
 
 def _table5_pairs(ours, paper):
     theirs = paper.set_index("rank") if len(paper) else pd.DataFrame()
-    ranks = list(dict.fromkeys([*ours["rank"], *theirs.index]))
+    ranks = sorted({int(r) for r in [*ours["rank"], *theirs.index]}, reverse=True)  # as the paper: 16, 8, 4, 2
     mine = ours.set_index("rank")
     rows = []
     for rank in ranks:
