@@ -192,8 +192,8 @@ def figure14(data: pd.DataFrame):
     """Left: the discount matrix of GGA's first pick; right: the scores after all picks (App. H)."""
     n = int(data.i.max()) + 1
     first = data[data.pick == 0].iloc[0]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
-    for ax, column, title in ((axes[0], "discount_first", f"discount matrix of the first pick ({first.i}, {first.j})"),
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8))
+    for ax, column, title in ((axes[0], "discount_first", f"discount matrix of the first pick ({int(first.i)}, {int(first.j)})"),
                               (axes[1], "score_after", f"scores after placing {int((data.pick >= 0).sum())} adapters")):
         sns.heatmap(_edge_matrix(data, n, column), ax=ax, cmap="magma", square=True)
         ax.set(title=title, xlabel="target node j", ylabel="source node i")
