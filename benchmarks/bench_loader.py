@@ -16,6 +16,10 @@ Sides, each timed over whole passes, alternating (A B C D, then D C B A, ...) af
   time per batch, as a GPU step would (a GPU step takes no CPU). Without prefetch the two add up
   and the consumer waits for every batch; with it they overlap and the wait is ~0 ms.
 
+images/s is wall-clock and depends on how much of the CPU the machine leaves to the loader;
+images per CPU-second (the process's CPU time, all threads) is the loader's cost, which a cost
+model multiplies by the cores a job has.
+
     python benchmarks/bench_loader.py                      # ~2 min on 2 busy cores
     python benchmarks/bench_loader.py --images 512 --repeats 5 --json loader.json
 """
@@ -82,10 +86,10 @@ def build_dataset(root: str, count: int) -> str:
     return "bench_inat"
 
 
-def one_pass(task, batch_size: int, prefetch: bool, step_s: float, seed: int) -> tuple[float, int, list]:
-    """Seconds and images of one shuffled pass over train+val, and the consumer's wait for each
-    batch after the first; `step_s` of sleep per batch stands for a GPU step."""
-    start, images, waits = time.perf_counter(), 0, []
+def one_pass(task, batch_size: int, prefetch: bool, step_s: float, seed: int) -> tuple[float, int, list, float]:
+    """Seconds and images of one shuffled pass over train+val, the consumer's wait for each batch
+    after the first, and the CPU-seconds of the process (all threads; sleeping takes none)."""
+    start, cpu, images, waits = time.perf_counter(), time.process_time(), 0, []
     stream = task.batches("train+val", batch_size, shuffle=True, seed=seed, prefetch=prefetch)
     while True:
         asked = time.perf_counter()
@@ -96,7 +100,7 @@ def one_pass(task, batch_size: int, prefetch: bool, step_s: float, seed: int) ->
         images += len(batch[0])
         if step_s:
             time.sleep(step_s)
-    return time.perf_counter() - start, images, waits[1:]
+    return time.perf_counter() - start, images, waits[1:], time.process_time() - cpu
 
 
 def measure(tasks: dict, batch_size: int, repeats: int, step_factor: float) -> list[dict]:
@@ -117,20 +121,21 @@ def measure(tasks: dict, batch_size: int, repeats: int, step_factor: float) -> l
             for side in (sides if r % 2 == 0 else sides[::-1]):
                 passes[side].append(one_pass(tasks[side[0]], batch_size, side[1], step_s, seed=r))
         for (w, p), runs in passes.items():
-            seconds = [s for s, _, _ in runs]
+            seconds = [s for s, _, _, _ in runs]
             results.append({"consumer": consumer, "step_ms": round(1e3 * step_s, 1), "workers": w,
                             "prefetch": p, "images": runs[0][1], "seconds": seconds,
                             "images_per_s": runs[0][1] / statistics.median(seconds),
-                            "wait_ms": 1e3 * statistics.median([x for _, _, ws in runs for x in ws])})
+                            "wait_ms": 1e3 * statistics.median([x for _, _, ws, _ in runs for x in ws]),
+                            "images_per_cpu_s": runs[0][1] / statistics.median([c for *_, c in runs])})
     return results
 
 
 def print_table(results: list[dict]) -> None:
     print(f"\n{'consumer':>9} {'step ms':>8} {'workers':>8} {'prefetch':>9} {'images/s':>9} "
-          f"{'wait ms/batch':>14}   (medians)")
+          f"{'wait ms/batch':>14} {'images/CPU-s':>13}   (medians)")
     for r in results:
         print(f"{r['consumer']:>9} {r['step_ms']:>8} {r['workers']:>8} {str(r['prefetch']):>9} "
-              f"{r['images_per_s']:>9.1f} {r['wait_ms']:>14.1f}")
+              f"{r['images_per_s']:>9.1f} {r['wait_ms']:>14.1f} {r['images_per_cpu_s']:>13.1f}")
 
 
 def main(argv=None) -> int:
