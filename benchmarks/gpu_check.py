@@ -3,7 +3,9 @@
     python benchmarks/gpu_check.py --out gpu_check.json          # on a CUDA GPU, ~3-5 min on an H100/H200
     python benchmarks/gpu_check.py --smoke --out smoke.json      # tiny shapes on the CPU, seconds
 
-Sections (each prints its seconds; the figures are printed as one JSON object at the end):
+Sections (each prints its seconds; the figures are written to --out after every section, so a run
+cut short keeps them, and printed as one JSON object at the end; a section that fails is recorded
+under "errors" and the next one runs, exit status 1):
 
 a. ViT-B/16, the 24 parallel adapters (rank 8), 200 steps at batch 128 through ``engine.fit``, once
    in bf16 and once in fp32 (TF32 matmuls, as the pipeline runs fp32 on a GPU), same init, same
@@ -274,16 +276,25 @@ def main(argv=None) -> int:
                     "peak_bf16_tflops": peak_tflops(device), "torch": torch.__version__,
                     "fp32_matmuls": "tf32" if torch.backends.cuda.matmul.allow_tf32 and device.type == "cuda" else "fp32",
                     "memory": "cuda max_memory_allocated" if device.type == "cuda" else "process peak RSS (VmHWM)"}
-    vit_b_training(shapes["vit_b"], device, report)
-    vit_b_scores(shapes["vit_b"], device, report)
-    vit_g_scores(shapes["vit_g"], device, report, SCORE_MEMORY[args.smoke])
-    vit_g_training(shapes["vit_g"], device, report)
-    report["total_seconds"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(report, indent=2)
-    print(text)
-    with open(args.out, "w") as f:
-        f.write(text + "\n")
-    return 0
+    sections = {"a": lambda: vit_b_training(shapes["vit_b"], device, report),
+                "b": lambda: vit_b_scores(shapes["vit_b"], device, report),
+                "c": lambda: vit_g_scores(shapes["vit_g"], device, report, SCORE_MEMORY[args.smoke]),
+                "d": lambda: vit_g_training(shapes["vit_g"], device, report)}
+    for name, run_section in sections.items():
+        try:
+            run_section()
+        except Exception as error:  # recorded, and the next section runs: GPU time is scarce
+            report.setdefault("errors", {})[name] = f"{type(error).__name__}: {error}"
+            print(f"[gpu_check] section {name} failed: {report['errors'][name]}", flush=True)
+        report["total_seconds"] = round(time.perf_counter() - started, 1)
+        write_report(report, args.out)  # after every section, so a run cut short keeps its figures
+    print(json.dumps(report, indent=2))
+    return 1 if "errors" in report else 0
+
+
+def write_report(report: dict, path: str) -> None:
+    with open(path, "w") as f:
+        f.write(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

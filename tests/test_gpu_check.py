@@ -29,7 +29,7 @@ def smoke(tmp_path_factory):
 
 
 def test_every_section_ran_with_its_seconds_and_memory(smoke):
-    assert smoke["smoke"] is True and smoke["device"] == "cpu"
+    assert smoke["smoke"] is True and smoke["device"] == "cpu" and "errors" not in smoke
     for name in SECTIONS:
         assert smoke[name]["seconds"] > 0 and smoke[name]["peak_memory_gb"] > 0, name
     assert 0 < smoke["total_seconds"] < 300
@@ -69,3 +69,23 @@ def test_without_a_gpu_the_paper_shapes_refuse_with_a_clear_message(tmp_path):
     assert "--smoke" in done.stderr
     done = run("--device", "cpu", "--out", str(tmp_path / "x.json"))
     assert done.returncode == 2 and "need a CUDA GPU" in done.stderr
+
+
+def test_a_failing_section_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_check
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (pretend)")
+
+    monkeypatch.setattr(gpu_check, "vit_g_scores", out_of_memory)
+    monkeypatch.setattr(gpu_check, "vit_b_training", lambda *a: None)  # keep the test short
+    out = tmp_path / "partial.json"
+    threads = torch.get_num_threads()
+    try:
+        assert gpu_check.main(["--smoke", "--device", "cpu", "--out", str(out)]) == 1
+    finally:
+        torch.set_num_threads(threads)  # main sets 1 on a CPU
+    report = json.loads(out.read_text())
+    assert report["errors"] == {"c": "RuntimeError: CUDA out of memory (pretend)"}
+    assert "b_vit_b_scores" in report and "d_vit_g_train_bf16" in report
