@@ -26,7 +26,9 @@ def tiny_run():
 
 
 def test_warmup_cosine_rises_then_decays_to_zero():
-    values = [pretrain.warmup_cosine(step, 100, 10) for step in range(101)]
+    from adapter_placement.engine import lr_factor  # pre-training uses the engine's schedule
+
+    values = [lr_factor(step, 100, 10, "cosine") for step in range(101)]
     assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(values[9:], values[10:]))
     assert values[100] == pytest.approx(0.0, abs=1e-12)

@@ -28,6 +28,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -45,6 +46,7 @@ from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer
 
 from adapter_placement import atomic
+from adapter_placement.engine import Recipe, fit
 from adapter_placement.data import (EMBEDDED_VISION_DATA_CONFIG, ImageNormaliser, mnist_digits,
                                     render_source_batch, source_sprites, source_split_indices,
                                     tensors_digest)
@@ -107,14 +109,6 @@ def build_vit(**overrides: Any) -> VisionTransformer:
     return VisionTransformer(**{**DEFAULT_VIT_KWARGS, **overrides})
 
 
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """Learning-rate multiplier: linear warm-up over `warmup` steps, then cosine decay to 0."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 class SourceTask:
     """Random batches of the source task and a fixed held-out set, as normalised tensors."""
 
@@ -174,22 +168,13 @@ def pretrain_vit(config: PretrainConfig = PretrainConfig(),
         torch.manual_seed(config.seed)
         model = VisionTransformer(**kwargs)
     source = SourceTask(config.seed, augment=config.augment)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    warmup = min(config.warmup_steps, max(1, config.steps // 10))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: warmup_cosine(step, config.steps, warmup))
+    recipe = Recipe("adamw", config.lr, config.steps, warmup=min(config.warmup_steps, max(1, config.steps // 10)),
+                    decay="cosine", weight_decay=config.weight_decay, grad_clip=config.grad_clip)
     losses, curve, start, cpu_start = [], [], time.perf_counter(), time.process_time()
     heldout = source.heldout()
-    model.train()
-    for step in range(config.steps):
-        images, labels = source.batch(config.batch_size)
-        loss = F.cross_entropy(model(images), labels, label_smoothing=config.label_smoothing)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimiser.step()
-        schedule.step()
-        losses.append(loss.item())
+
+    def after_update(step, loss, _optimiser):
+        losses.append(loss)
         if log and (step + 1) % log_every == 0:
             log(f"step {step + 1}/{config.steps}  loss {np.mean(losses[-log_every:]):.4f}  "
                 f"{time.perf_counter() - start:.0f}s")
@@ -198,6 +183,11 @@ def pretrain_vit(config: PretrainConfig = PretrainConfig(),
             model.train()
             if log:
                 log(f"step {step + 1}: held-out source accuracy {curve[-1][1]:.4f}")
+
+    batches = ((*source.batch(config.batch_size), {}) for _ in range(config.steps))  # fresh renders every step
+    model.train()
+    fit(model, model.parameters(), batches, recipe, device=torch.device("cpu"), on_step=after_update,
+        loss_fn=functools.partial(F.cross_entropy, label_smoothing=config.label_smoothing))
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     heldout_accuracy = accuracy(model, *heldout)
     curve.append((config.steps, heldout_accuracy))
