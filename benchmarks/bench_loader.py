@@ -1,7 +1,7 @@
 """The paper-scale image loader alone: images per second at ViT-B/16 preprocessing on this CPU.
 
-A synthetic iNat-style tfds dataset (JPEG images of 500x375 and 375x500, smooth structure plus
-noise, so that they compress like photographs) is written to a folder the way tests/test_data.py
+A synthetic iNat-style tfds dataset (JPEG images of 500x375 and 375x500 by default, ``--image-size``
+to change, smooth structure plus noise, so that they compress like photographs) is written to a folder the way tests/test_data.py
 makes one, registered as a task, and read through ``TfdsTask.batches`` exactly as a training run
 reads it: shuffled, decoded, resized (shorter side to 224 / 0.9 = 248, bicubic, antialiased),
 centre-cropped to 224 and normalised with timm's data config of
@@ -60,12 +60,16 @@ def photo_like(i: int, height: int, width: int) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def build_dataset(root: str, count: int) -> str:
-    """Prepare the synthetic dataset in `root` and register it as the task "bench_inat"."""
+def build_dataset(root: str, count: int, size: tuple[int, int] = (375, 500)) -> str:
+    """Prepare the synthetic dataset of `count` images of `size` (height, width; every other one
+    turned to portrait) in `root`, registered as the task "bench_inat"."""
+    height, width = size
+    dataset = f"bench_inat_{height}x{width}"  # one prepared folder per image size
     _, tfds = data.import_tensorflow()
     features = tfds.features
 
-    class BenchINat(tfds.core.GeneratorBasedBuilder):  # registered as "bench_i_nat"
+    class BenchINat(tfds.core.GeneratorBasedBuilder):
+        name = dataset
         VERSION = tfds.core.Version("1.0.0")
 
         def _info(self):
@@ -78,9 +82,9 @@ def build_dataset(root: str, count: int) -> str:
 
         def _generate_examples(self, n):
             for i in range(n):  # both orientations, as in iNat
-                yield i, {"image": photo_like(i, *((375, 500) if i % 2 else (500, 375))), "label": i % 100}
+                yield i, {"image": photo_like(i, *((height, width) if i % 2 else (width, height))), "label": i % 100}
 
-    spec = dataclasses.replace(data.TFDS_TASKS["inat2018"], tfds_name="bench_i_nat", num_classes=100)
+    spec = dataclasses.replace(data.TFDS_TASKS["inat2018"], tfds_name=dataset, num_classes=100)
     data.register_tfds_task("bench_inat", spec)
     data.prepare_tfds_dataset("bench_inat", root)
     return "bench_inat"
@@ -138,9 +142,21 @@ def print_table(results: list[dict]) -> None:
               f"{r['images_per_s']:>9.1f} {r['wait_ms']:>14.1f} {r['images_per_cpu_s']:>13.1f}")
 
 
+def image_size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(side) for side in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size must be HxW, e.g. 375x500, got {text!r}") from None
+    if min(height, width) < 16:
+        raise argparse.ArgumentTypeError(f"image sides must be >= 16, got {text!r}")
+    return height, width
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=256, help="images in the synthetic dataset")
+    parser.add_argument("--image-size", type=image_size, default=(375, 500),
+                        help="HxW of the landscape images (default 375x500; iNat18's largest: 600x800)")
     parser.add_argument("--batch-size", type=int, default=32, help="8 batches a pass at 256 images")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per side")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -158,11 +174,12 @@ def main(argv=None) -> int:
     config = vit_b16_data_config()
     with tempfile.TemporaryDirectory() as scratch:
         root = args.data_dir or scratch
-        name = build_dataset(root, args.images)
+        name = build_dataset(root, args.images, args.image_size)
         tasks = {w: data.load_task(name, data_dir=root, data_config=config, num_workers=w) for w in args.workers}
         results = measure(tasks, args.batch_size, args.repeats, args.step_factor)
     print_table(results)
-    report = {"data_config": config, "images": args.images, "batch_size": args.batch_size,
+    report = {"data_config": config, "images": args.images, "image_size": args.image_size,
+              "batch_size": args.batch_size,
               "repeats": args.repeats, "step_factor": args.step_factor, "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(),
               "machine": platform.platform(), "tf_threads": os.environ.get(data.TF_THREADS_ENV),
               "results": results}
