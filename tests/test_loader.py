@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import threading
 import time
 
@@ -149,3 +150,11 @@ def test_a_resumed_run_reads_the_same_tfds_batches(inat):
     full = steps(0, 14)
     assert steps(7, 7) == full[7:] and steps(6, 1) == full[6:7]
     assert full[0] != full[6]  # the second epoch is reshuffled
+
+
+def test_default_workers_are_the_cpus_the_job_may_use(inat, monkeypatch):
+    monkeypatch.setattr(data.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert data.usable_cpus() == 3  # a SLURM allocation of 3 CPUs on a larger node
+    root = os.path.dirname(os.path.dirname(inat.builder.data_dir))  # root/test_i_nat/1.0.0
+    task = data.load_task("test_inat", data_dir=root, data_config=CONFIG)
+    assert task.num_workers == 3

@@ -928,6 +928,17 @@ def load_embedded_task(name: str, *, seed: int = 0, tokenizer=None,
 
 TF_THREADS_ENV = "ADAPTER_PLACEMENT_TF_THREADS"
 READ_AHEAD_BATCHES = 4  # torch batches converted (and pinned) ahead of the training loop
+# Parallel decode + resize calls by default: every CPU the job may use (images are the bottleneck
+# of a GPU run, see benchmarks/README.md), within a bound for unrestricted many-core hosts.
+MAX_LOADER_WORKERS = 32
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: a SLURM job's allocation, not the whole node's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def resolve_pin_memory(pin_memory: bool | None) -> bool:
@@ -1126,7 +1137,7 @@ def import_tensorflow():
 
     absl_logging.set_verbosity(absl_logging.ERROR)
     tf.get_logger().setLevel("ERROR")
-    threads = int(os.environ.get(TF_THREADS_ENV, min(4, os.cpu_count() or 1)))
+    threads = int(os.environ.get(TF_THREADS_ENV, min(4, usable_cpus())))
     try:  # only possible before TensorFlow starts its runtime
         tf.config.set_visible_devices([], "GPU")  # leave accelerators to torch
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -1357,7 +1368,7 @@ def load_tfds_task(name: str, *, seed: int = 0, data_dir: str | None = None, tok
     if spec.modality == "text" and tokenizer is None:
         raise ValueError(f"task {name!r} needs the model's tokenizer")
     builder = prepared_builder(name, spec, data_dir)
-    workers = num_workers or min(8, os.cpu_count() or 1)
+    workers = num_workers or min(MAX_LOADER_WORKERS, usable_cpus())
     return TfdsTask(name, spec.modality, spec.num_classes, spec, builder, seed, tokenizer,
                     dict(data_config) if data_config else None, workers)
 
