@@ -489,6 +489,9 @@ def test_transfer_is_not_judged_when_the_tailored_placement_was_picked_on_test()
     finding = R.finding_transfer(table8(95, 80), PAPER8, seeds=3)  # a 15-point delta, by construction positive
     assert finding["verdict"] == INC and "by construction" in finding["criterion"]
     assert R.finding_transfer(table8(95, 80, selected_on="val"), PAPER8, seeds=3)["verdict"] == REP
+    # chosen by train loss (analysis.table8): not by test either, so judged
+    assert R.finding_transfer(table8(95, 80, selected_on="train_loss"), PAPER8, seeds=3)["verdict"] == REP
+    assert R.finding_transfer(table8(95, 80, selected_on="test"), PAPER8, seeds=3)["verdict"] == INC
     assert R.finding_transfer(table8(80, 95, selected_on="val"), PAPER8, seeds=3)["verdict"] == NOT
     assert R.finding_transfer(table8(95, 94.5, selected_on="val"), PAPER8, seeds=3)["verdict"] == INC
     assert R.finding_transfer(table8(95, 80), PAPER8, collapsed("trans"), 3)["verdict"] == DIV

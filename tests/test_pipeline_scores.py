@@ -123,10 +123,10 @@ def test_select_placements_breaks_ties_row_major(tmp_path):
 
 # ---------------------------------------------------------------- best-placement
 
-def _item(placement, seed, accuracy, edges, rank=4, status="finished"):
+def _item(placement, seed, loss, edges, rank=4, status="finished", accuracy=0.5):
     key = {"experiment": "fig3", "dataset": "d", "placement": placement, "seed": seed, "model": "m",
            "method": "adapters", "rank": rank, "activation": "gelu", "kind": "bottleneck", "group": None}
-    metrics = {} if status == "diverged" else {"test_accuracy": accuracy, "train_loss": 1.0}
+    metrics = {} if status == "diverged" else {"test_accuracy": accuracy, "train_loss": loss}
     return {"key": key, "folder": f"runs/{placement}/{rank}/{seed}", "edges": edges, "lr": 0.01, "steps": 10,
             "status": status, "metrics": metrics}
 
@@ -142,35 +142,37 @@ def _best(tmp_path, items_by_file, pattern=r"^edge_\d+_\d+$", variant="adapters-
     return pipeline.best_placement(job), json.loads(out.read_text())
 
 
-def test_best_placement_is_the_highest_mean_over_seeds_of_the_matching_runs(tmp_path):
+def test_best_placement_is_the_lowest_mean_train_loss_over_seeds_of_the_matching_runs(tmp_path):
+    """Chosen by train loss, never by test accuracy (which the tables then report)."""
     items = [
-        [_item("edge_0_1", 0, 0.50, [[0, 1]]), _item("edge_0_1", 1, 0.70, [[0, 1]]),  # mean 0.600
-         _item("edge_1_2", 0, 0.65, [[1, 2]])],
-        [_item("edge_1_2", 1, 0.60, [[1, 2]]),  # mean 0.625: the best, its seeds in two files
-         _item("edge_2_0", 0, 0.80, [[2, 0]]), _item("edge_2_0", 1, 0.40, [[2, 0]]),  # mean 0.600
-         _item("edge_2_2", 0, 0.90, [[2, 2]], rank=8),  # another variant
-         _item("parallel_2", 0, 0.95, [[1, 2]]),  # another pattern
-         _item("edge_0_0x", 0, 0.99, [[0, 0]])],  # the pattern is anchored at the end
+        [_item("edge_0_1", 0, 0.50, [[0, 1]]), _item("edge_0_1", 1, 0.30, [[0, 1]]),  # mean 0.400
+         _item("edge_1_2", 0, 0.35, [[1, 2]], accuracy=0.2)],
+        [_item("edge_1_2", 1, 0.40, [[1, 2]], accuracy=0.4),  # mean 0.375: the best, its seeds in two files
+         _item("edge_2_0", 0, 0.20, [[2, 0]], accuracy=0.9), _item("edge_2_0", 1, 0.60, [[2, 0]]),  # mean 0.400
+         _item("edge_2_2", 0, 0.10, [[2, 2]], rank=8),  # another variant
+         _item("parallel_2", 0, 0.05, [[1, 2]]),  # another pattern
+         _item("edge_0_0x", 0, 0.01, [[0, 0]])],  # the pattern is anchored at the end
     ]
     chosen, written = _best(tmp_path, items)
     assert chosen["source"] == written["source"] and [list(e) for e in chosen["best_single"]] == [[1, 2]]
     assert written["best_single"] == [[1, 2]] and written["source"] == "edge_1_2"
-    assert written["test_accuracy"] == pytest.approx(0.625, abs=1e-12)
+    assert written["selected_on"] == "train_loss" and written["train_loss"] == pytest.approx(0.375, abs=1e-12)
+    assert written["test_accuracy"] == pytest.approx(0.3, abs=1e-12)  # reported, not chosen on
     _, other = _best(tmp_path, items, variant="adapters-r8-gelu")
     assert other["source"] == "edge_2_2" and other["best_single"] == [[2, 2]]
 
 
 def test_best_placement_ties_go_to_the_first_name_in_sorted_order(tmp_path):
-    items = [[_item("edge_2_0", 0, 0.5, [[2, 0]]), _item("edge_1_1", 0, 0.5, [[1, 1]]),
-              _item("edge_1_2", 0, 0.25, [[1, 2]])]]
+    items = [[_item("edge_2_0", 0, 0.25, [[2, 0]]), _item("edge_1_1", 0, 0.25, [[1, 1]]),
+              _item("edge_1_2", 0, 0.5, [[1, 2]])]]
     _, written = _best(tmp_path, items)
     assert written["source"] == "edge_1_1" and written["best_single"] == [[1, 1]]
 
 
 def test_best_random_placement_keeps_its_edges(tmp_path):
     drawn = [[3, 1], [0, 4], [2, 2]]
-    items = [[_item("random3_000", 0, 0.3, [[0, 1], [1, 2], [2, 3]]), _item("random3_001", 0, 0.6, drawn),
-              _item("random3_001", 1, 0.4, drawn), _item("random3_002", 0, 0.45, [[4, 4], [0, 0], [1, 1]])]]
+    items = [[_item("random3_000", 0, 0.7, [[0, 1], [1, 2], [2, 3]]), _item("random3_001", 0, 0.4, drawn),
+              _item("random3_001", 1, 0.6, drawn), _item("random3_002", 0, 0.55, [[4, 4], [0, 0], [1, 1]])]]
     _, written = _best(tmp_path, items, pattern=r"^random\d+_\d+$")
     assert written["source"] == "random3_001" and written["best_single"] == drawn
 
@@ -182,9 +184,9 @@ def test_best_placement_without_matching_runs_says_so(tmp_path):
 
 def test_a_diverged_seed_counts_against_its_placement(tmp_path):
     """A placement whose seed diverged must not win on its other seeds alone: the diverged run counts
-    as accuracy 0, as in the lr selection (pipeline.select_lr)."""
-    items = [[_item("edge_0_1", 0, 0.99, [[0, 1]]), _item("edge_0_1", 1, None, [[0, 1]], status="diverged"),
+    as an infinite loss."""
+    items = [[_item("edge_0_1", 0, 0.01, [[0, 1]]), _item("edge_0_1", 1, None, [[0, 1]], status="diverged"),
               _item("edge_1_2", 0, 0.60, [[1, 2]]), _item("edge_1_2", 1, 0.60, [[1, 2]])]]
     _, written = _best(tmp_path, items)
-    assert written["source"] == "edge_1_2"  # edge_0_1: (0.99 + 0) / 2 = 0.495 < 0.6
-    assert written["test_accuracy"] == pytest.approx(0.6)
+    assert written["source"] == "edge_1_2"  # edge_0_1: (0.01 + inf) / 2
+    assert written["train_loss"] == pytest.approx(0.6)

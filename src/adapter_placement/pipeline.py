@@ -375,20 +375,20 @@ def select_placements(job: Mapping) -> dict:
 
 
 def best_placement(job: Mapping) -> dict:
-    """The best single edge of a dataset's Fig. 3 grid, or its best random placement of Table 1,
-    by mean test accuracy over seeds (the paper picks the maximum of test accuracy); a diverged run
-    counts as accuracy 0, as in ``select_lr``."""
-    from .analysis import load_runs
+    """The best random placement of a dataset's Table 1 runs (or the best of any matching runs), by
+    the lowest mean train loss over seeds (``analysis.best_by_train_loss``: never by test accuracy,
+    which Table 8 and Fig. 15 then report); a diverged run counts as an infinite loss."""
+    from .analysis import SELECTED_ON, best_by_train_loss, load_runs
 
     spec = job["spec"]
     runs = load_runs(job["input"]["batches"])
     runs = runs[runs.placement.str.match(spec["pattern"]) & (runs.variant == spec["variant"])]
-    means = runs.test_accuracy.fillna(0.0).groupby(runs.placement).mean().sort_index()
-    if means.empty:
+    best = best_by_train_loss(runs)
+    if best is None:
         raise ValueError(f"no finished runs match {spec['pattern']!r} for {spec['name']}")
-    best = means.idxmax()
-    edges = runs[runs.placement == best].edges.iloc[0]
-    chosen = {spec["name"]: edges, "source": best, "test_accuracy": float(means[best])}
+    mine = runs[runs.placement == best]
+    chosen = {spec["name"]: mine.edges.iloc[0], "source": best, "selected_on": SELECTED_ON,
+              "train_loss": float(mine.train_loss.mean()), "test_accuracy": float(mine.test_accuracy.mean())}
     atomic.write_json(job["output"]["placement"], chosen)
     return chosen
 
