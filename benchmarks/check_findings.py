@@ -22,9 +22,11 @@ Verdicts (std: sample std over the 3 seeds, ddof = 1):
   and worst edges also differ by a Welch t-test at p < 0.05 (with 3 seeds per edge). NOT
   MEANINGFUL if even the best edge is within 5 points of chance (1 / classes).
 
-    python -m adapter_placement.pretrain --out results/bench/vit.safetensors --steps 1000 --seed 0 --threads 1
-    python benchmarks/check_findings.py --vit results/bench/vit.safetensors --lr-b digits_count=0.01 \
-        | tee benchmarks/findings_embedded.txt
+    python benchmarks/check_findings.py --steps 150 --lrs-adapters 0.03 0.1 --lrs-ft 0.003 0.01 \
+        | tee benchmarks/findings_embedded.txt      # the committed models/vit_digits.safetensors
+
+Verdict A is issue 12's bar: PA >= chance + 15 points, PA - LP > 2 pooled seed std, FT >= LP.
+Text tasks (vader_sst2, vader_mnli) run on ``--text-model`` (MiniLM).
 
 Runs land in ``--workdir`` (default ``results/findings_embedded``); a finished run is never
 redone, so a second invocation only prints the tables (and runs what a changed grid adds).
