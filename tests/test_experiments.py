@@ -44,8 +44,11 @@ def test_paper_plans_have_the_papers_run_counts(paper):
 
 
 def test_table5_trains_every_grid_edge_at_its_own_rank(embedded):
-    # embedded: ranks [4, 1], the stride-4 grid of n = 13 ({0, 4, 8, 12}^2: 16 edges), 2 seeds
-    runs = X.plan(embedded, "table5")
+    # ranks [4, 1] (config.yaml has [4]), the stride-4 grid of n = 13 ({0, 4, 8, 12}^2: 16 edges), 2 seeds
+    assert len(X.plan(embedded, "table5")) == 1 * (1 + 16) * 2 == 34
+    config = copy.deepcopy(embedded)
+    config["experiments"]["table5"]["ranks"] = [4, 1]
+    runs = X.plan(config, "table5")
     assert len(runs) == 2 * (1 + 16) * 2 == 68
     singles = {(r.placement, r.rank) for r in runs if r.placement != "ffn_parallel"}
     assert ("edge_12_0", 24) in singles and ("edge_4_8", 6) in singles and len(singles) == 32

@@ -55,10 +55,11 @@ def test_search_runs_read_the_search_that_chose_their_placement():
 
 def test_search_items_give_each_method_its_options():
     config = load("config.yaml")
+    config["experiments"]["search"]["n"] = [3, 12]  # config.yaml has [12]: one switch serves both N
     items = {(i["key"]["method"], i["key"]["n"], i["key"]["seed"]): i
              for b in range(len([1 for d, _ in X.search_batches(config) if d == "inat18"]))
              for i in X.search_items(config, "inat18", b)}
-    iterative = items[("iterative_gga", 12, 1)]  # config.yaml: N in {3, 12}, 2 rounds, 2 updates, 30 steps
+    iterative = items[("iterative_gga", 12, 1)]  # N in {3, 12}, 2 rounds, 2 updates, 30 steps
     assert iterative["function"] == "iterative_gga"
     assert {k: iterative["options"][k] for k in ("n", "k", "gamma", "seed", "phase_steps", "head_steps")} == {
         "n": 12, "k": 6, "gamma": 0.6, "seed": 1, "phase_steps": 30, "head_steps": 3}
