@@ -23,6 +23,7 @@ import pandas as pd
 from . import atomic
 from .flops import Arch, adapter_flops, forward_flops, pass_flops, score_flops
 from .placements import edge_kind
+from .verdicts import pearson, spearman  # noqa: F401  (figures reads analysis.spearman)
 
 RUN_KEYS = ("experiment", "dataset", "placement", "seed", "model", "method", "rank", "activation", "kind", "group")
 PAPER_METHOD = {"full_ft": "full_ft", "linear_probe": "linear_probe", "parallel_all": "parallel_24",
@@ -101,32 +102,6 @@ def single_edges(runs: pd.DataFrame) -> pd.DataFrame:
     out["j"] = out.edge.map(lambda e: e[1])
     out["kind"] = [KIND_NAME[edge_kind(i, j)] for i, j in zip(out.i, out.j)]
     return out.drop(columns="edge")
-
-
-def spearman(x, y) -> tuple[float, float]:
-    """Spearman's rho and its p-value; NaN when either side is constant or too short."""
-    from scipy.stats import spearmanr
-
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return math.nan, math.nan
-    result = spearmanr(x, y)
-    return float(result.statistic), float(result.pvalue)
-
-
-def pearson(x, y) -> tuple[float, float]:
-    """Pearson's r and its p-value; NaN when either side is constant or too short."""
-    from scipy.stats import pearsonr
-
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return math.nan, math.nan
-    result = pearsonr(x, y)
-    return float(result.statistic), float(result.pvalue)
 
 
 # ---------------------------------------------------------------- Table 1

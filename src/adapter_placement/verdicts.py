@@ -126,14 +126,25 @@ def anova(means: Sequence[float], stds: Sequence[float], ns: Sequence[int]) -> t
 
 def spearman(x, y) -> tuple[float, float]:
     """Spearman's rho and its two-sided p (scipy); NaN when a side is constant or under 3 points."""
+    from scipy.stats import spearmanr
+
+    return _correlation(spearmanr, x, y)
+
+
+def pearson(x, y) -> tuple[float, float]:
+    """Pearson's r and its two-sided p (scipy); NaN when a side is constant or under 3 points."""
+    from scipy.stats import pearsonr
+
+    return _correlation(pearsonr, x, y)
+
+
+def _correlation(test, x, y) -> tuple[float, float]:
     x, y = np.asarray(x, float), np.asarray(y, float)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan, math.nan
-    from scipy.stats import spearmanr
-
-    result = spearmanr(x, y)
+    result = test(x, y)
     return float(result.statistic), float(result.pvalue)
 
 
