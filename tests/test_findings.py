@@ -598,3 +598,30 @@ def test_write_report_writes_findings_and_learnt_and_renders_them(tmp_path):
     assert (f"## Findings: {counts.get(REP, 0)} reproduced, {counts.get(NOT, 0)} not reproduced, "
             f"{counts.get(INC, 0)} inconclusive, {counts.get(DIV, 0)} diverged") in text
     assert "| sst2 | 50.000 | 60.000 | 85.000 |" in text  # learnt.csv's row, rendered
+
+
+def test_pooled_t_of_two_cells_is_the_equal_variance_t_test():
+    a, b = np.array([71.0, 74.0, 70.0]), np.array([65.0, 69.0, 66.0])
+    pooled, df = V.pooled_noise([a.std(), b.std()], [3, 3])
+    t, dof, p = V.pooled_t(a.mean(), 3, b.mean(), 3, pooled, df)
+    reference = stats.ttest_ind(a, b, equal_var=True)
+    assert df == dof == 4
+    assert t == pytest.approx(reference.statistic) and p == pytest.approx(reference.pvalue)
+
+
+def test_pooled_contrast_uses_every_cells_noise_as_a_one_way_anova_does():
+    rng = np.random.default_rng(3)
+    groups = [rng.normal(m, 2.0, size=2) for m in (10.0, 14.0, 11.0, 12.5, 9.0)]
+    pooled, df = V.pooled_noise([g.std() for g in groups], [2] * 5)
+    # the residual mean square of a one-way ANOVA, by hand, over all five cells
+    residual = sum(((g - g.mean()) ** 2).sum() for g in groups) / (10 - 5)
+    assert df == 5 and pooled == pytest.approx(math.sqrt(residual))
+    t, dof, p = V.pooled_t(groups[1].mean(), 2, groups[0].mean(), 2, pooled, df)
+    assert t == pytest.approx((groups[1].mean() - groups[0].mean()) / math.sqrt(residual * (1 / 2 + 1 / 2)))
+    assert p == pytest.approx(2 * stats.t.sf(abs(t), 5))
+
+
+def test_pooled_noise_leaves_out_cells_without_noise_and_knows_none():
+    assert V.pooled_noise([1.0, math.nan, 2.0], [2, 2, 1]) == (pytest.approx(math.sqrt(2.0)), 1)
+    assert math.isnan(V.pooled_noise([math.nan], [3])[0])
+    assert all(math.isnan(x) for x in V.pooled_t(1.0, 2, 0.0, 2, math.nan, 0))

@@ -36,16 +36,21 @@ def sample_variance(std: float, n: int) -> float:
     return float(std) ** 2 * n / (n - 1)
 
 
-def pooled_std(stds: Sequence[float], ns: Sequence[int]) -> float:
-    """Pooled seed std of several cells: sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1)), s_i the sample std.
-    With population stds, (n_i - 1) s_i^2 = n_i std_i^2. Cells without a finite std or with one seed
-    carry no noise information and are left out; NaN when none is left."""
-    num = den = 0.0
+def pooled_noise(stds: Sequence[float], ns: Sequence[int]) -> tuple[float, int]:
+    """Pooled seed std of several cells and its degrees of freedom: sqrt(sum (n_i - 1) s_i^2 / sum
+    (n_i - 1)) with s_i the sample std, df = sum (n_i - 1). With population stds, (n_i - 1) s_i^2 =
+    n_i std_i^2. Cells without a finite std or with one seed carry no noise information and are left
+    out; (NaN, 0) when none is left."""
+    num, df = 0.0, 0
     for std, n in zip(stds, ns):
         if finite(std) and n is not None and n >= 2:
             num += n * float(std) ** 2
-            den += n - 1
-    return math.sqrt(num / den) if den > 0 else math.nan
+            df += int(n) - 1
+    return (math.sqrt(num / df), df) if df > 0 else (math.nan, 0)
+
+
+def pooled_std(stds: Sequence[float], ns: Sequence[int]) -> float:
+    return pooled_noise(stds, ns)[0]
 
 
 def difference_outcome(diff: float, pooled: float, k: float = K_STD) -> int:
@@ -92,6 +97,27 @@ def contrast_test(means: Sequence[float], stds: Sequence[float], ns: Sequence[in
     t = sum(w * m for w, m in zip(weights, means)) / math.sqrt(se2)
     df = se2 ** 2 / sum(p * p / (n - 1) for p, n in zip(parts, ns) if p > 0)
     return float(t), float(df), float(2 * student.sf(abs(t), df))
+
+
+def pooled_contrast(means: Sequence[float], ns: Sequence[int], weights: Sequence[float],
+                    pooled: float, df: int) -> tuple[float, float, float]:
+    """t test of the contrast sum w_i mu_i = 0 against a noise estimate shared by the cells (the
+    pooled seed std of every cell of the same dataset in a table, ``pooled_noise``): t = sum w_i m_i /
+    (pooled sqrt(sum w_i^2 / n_i)), df those of the pooled std, two-sided p. This is the contrast of a
+    one-way ANOVA: with two seeds a cell has one df of its own, so Welch's t of two cells rests on
+    about two df; the dataset's cells together give it several. NaN without a noise estimate."""
+    if not finite(*means, pooled) or pooled <= 0 or not df or df < 1:
+        return math.nan, math.nan, math.nan
+    from scipy.stats import t as student
+
+    se = pooled * math.sqrt(sum(w * w / n for w, n in zip(weights, ns)))
+    t = sum(w * m for w, m in zip(weights, means)) / se
+    return float(t), float(df), float(2 * student.sf(abs(t), df))
+
+
+def pooled_t(mean_a, n_a, mean_b, n_b, pooled: float, df: int) -> tuple[float, float, float]:
+    """A vs B against the shared pooled std: (t, df, two-sided p); t > 0: A larger."""
+    return pooled_contrast([mean_a, mean_b], [n_a, n_b], [1.0, -1.0], pooled, df)
 
 
 def welch(mean_a, std_a, n_a, mean_b, std_b, n_b) -> tuple[float, float, float]:
