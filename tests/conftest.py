@@ -10,6 +10,28 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_tracking_uri_env():
+    """A tracking server configured in the developer's shell must not capture the tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One SQLite MLflow store per test module, for the tests that do not test creating one (that takes seconds)."""
+    from adapter_placement.tracking import init_store
+
+    return init_store(str(tmp_path_factory.mktemp("store") / "mlflow.db"))
+
+
+@pytest.fixture
+def experiment(request: pytest.FixtureRequest) -> str:
+    """An MLflow experiment of the module's store that belongs to this test alone."""
+    return request.node.name
+
+
 def small_vit(depth=3, embed_dim=32, num_classes=5, seed=0):
     """A small timm ViT built from a config (no weights needed): n = 2 * depth + 1 nodes."""
     from timm.models.vision_transformer import VisionTransformer

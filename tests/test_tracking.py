@@ -40,26 +40,6 @@ WORKER_STEPS = 5  # _tracking_worker.STEPS
 N_CONCURRENT = 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_tracking_uri_env() -> Iterator[None]:
-    """A tracking server configured in the developer's shell must not capture the tests."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        yield
-
-
-@pytest.fixture(scope="module")
-def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One SQLite store for the tests that do not test creation (creating one takes seconds)."""
-    return init_store(str(tmp_path_factory.mktemp("store") / "mlflow.db"))
-
-
-@pytest.fixture
-def experiment(request: pytest.FixtureRequest) -> str:
-    """An experiment of the shared store that belongs to this test alone."""
-    return request.node.name
-
-
 def run_status(uri: str, run_id: str) -> str:
     return MlflowClient(uri).get_run(run_id).info.status
 

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,31 +20,12 @@ from adapter_placement.tracking import (
     RUN_KEY_TAG,
     SUPERSEDED_TAG,
     find_runs,
-    init_store,
     task_datasets,
     tracked_run,
 )
 
 KIND_TAG = "mlflow.experimentKind"  # what MLflow 3's UI reads (mlflow/server/js ExperimentKind)
 PARENT_TAG = "mlflow.parentRunId"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_tracking_uri_env() -> Iterator[None]:
-    """A tracking server configured in the developer's shell must not capture the tests."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        yield
-
-
-@pytest.fixture(scope="module")
-def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return init_store(str(tmp_path_factory.mktemp("store") / "mlflow.db"))
-
-
-@pytest.fixture
-def experiment(request: pytest.FixtureRequest) -> str:
-    return request.node.name
 
 
 def seed_tags(cell: str, seed: int) -> dict:
