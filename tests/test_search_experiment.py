@@ -56,6 +56,7 @@ def test_search_runs_read_the_search_that_chose_their_placement():
 def test_search_items_give_each_method_its_options():
     config = load("config.yaml")
     config["experiments"]["search"]["n"] = [3, 12]  # config.yaml has [12]: one switch serves both N
+    config["experiments"]["search"]["datasets"] = ["inat18"]  # config.yaml searches on SST-2 only
     items = {(i["key"]["method"], i["key"]["n"], i["key"]["seed"]): i
              for b in range(len([1 for d, _ in X.search_batches(config) if d == "inat18"]))
              for i in X.search_items(config, "inat18", b)}
