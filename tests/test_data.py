@@ -613,8 +613,8 @@ def test_text_batches_are_tokenised_by_the_given_tokenizer(tfds_dir):
     inputs, labels = next(task.batches("test", 8))
     assert set(inputs) >= {"input_ids", "attention_mask"} and labels.tolist() == [
         int(t.split()[-1] == "good") for t in tokenizer.batch_decode(inputs["input_ids"], skip_special_tokens=True)]
-    text = tokenizer.decode(inputs["input_ids"][0], skip_special_tokens=True)
-    assert text.startswith("movie number")
+    decoded = tokenizer.decode(inputs["input_ids"][0], skip_special_tokens=True)
+    assert decoded.startswith("movie number")
     pairs = data.load_task("test_mnli", data_dir=tfds_dir, registry=TINY, tokenizer=tokenizer)
     assert pairs.split_sizes == {"train": 90, "val": 10, "test": 20, "train+val": 100}
     inputs, labels = next(pairs.batches("train", 4))

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from .registry import TASKS, TaskRegistry, prepare_tfds_dataset
+from . import TASKS, TaskRegistry, prepare_tfds_dataset
 
 
 def main(argv: Sequence[str] | None = None, registry: TaskRegistry = TASKS) -> int:

@@ -1,7 +1,7 @@
 """The task registry: every task's name, spec and split rules, at both scales.
 
-Nothing here imports torch or TensorFlow (``known_tasks`` and ``num_classes_of`` serve the
-workflow's planning); loading a task imports what it needs (``load_task``).
+Nothing here imports torch or TensorFlow: the workflow's planning reads it (``known_tasks``,
+``num_classes_of``); loading a task (``adapter_placement.data.load_task``) imports what it needs.
 
 Every task has the splits ``train``, ``val``, ``test`` and ``train+val`` (the paper selects
 hyper-parameters on ``val``, then trains on ``train+val`` and reports ``test``).
@@ -48,7 +48,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -98,12 +98,6 @@ STAND_IN = {spec.stands_in_for: name for name, spec in EMBEDDED_TASKS.items()}  
 # Paper-scale tasks (tensorflow-datasets) and their split rules
 # ---------------------------------------------------------------------------------------------------
 
-def _tensorflow():
-    from .tfds_loader import import_tensorflow  # the spec table is read without TensorFlow
-
-    return import_tensorflow()
-
-
 @dataclass(frozen=True)
 class VtabSplits:
     """VTAB-1k: train = source[:800], val = source[k:k+200] with k = train_percent% of the source."""
@@ -140,19 +134,19 @@ class TfdsTaskSpec:
 
 def clevr_count_label(features):
     """VTAB's CLEVR count: number of objects - 3 (scenes hold 3-10 objects, 8 classes)."""
-    tf, _ = _tensorflow()
+    import tensorflow as tf  # called only inside the loader's tf.data pipeline, TensorFlow set up
     return tf.cast(tf.size(features["objects"]["size"]) - COUNT_RANGE[0], tf.int64)
 
 
 def dsprites_location_label(features):
     """VTAB's dSprites location: the 32 x positions grouped pairwise into 16 classes."""
-    tf, _ = _tensorflow()
+    import tensorflow as tf  # called only inside the loader's tf.data pipeline, TensorFlow set up
     return tf.cast(features["label_x_position"] // 2, tf.int64)
 
 
 def dsprites_image(features):
     """dSprites images are one-channel 0/1 masks; VTAB tiles them to RGB and scales to 0/255."""
-    tf, _ = _tensorflow()
+    import tensorflow as tf  # called only inside the loader's tf.data pipeline, TensorFlow set up
     return tf.tile(features["image"], [1, 1, 3]) * 255
 
 
@@ -199,7 +193,7 @@ def holdout_indices(num_examples: int, fraction: float, seed: int) -> np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------------
-# The registry and the entry point for both scales
+# The registry
 # ---------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -229,55 +223,3 @@ class TaskRegistry:
 
 
 TASKS = TaskRegistry(EMBEDDED_TASKS, TFDS_TASKS)
-
-
-def known_tasks(registry: TaskRegistry = TASKS) -> list[str]:
-    return registry.names()
-
-
-def num_classes_of(name: str, registry: TaskRegistry = TASKS) -> int:
-    return registry.spec(name).num_classes
-
-
-def load_task(name: str, *, seed: int = 0, data_dir: str | None = None, tokenizer=None,
-              data_config: Mapping[str, Any] | None = None, sizes: Mapping[str, int] | None = None,
-              num_workers: int | None = None, registry: TaskRegistry = TASKS):
-    """A transfer task by name: embedded (an ``InMemoryTask``, offline) or paper scale (a
-    ``TfdsTask``, streamed); both are ``tasks.Task``s.
-
-    seed: fixes the embedded data (images, word splits) and the paper-scale seeded hold-outs; the
-        batch order has its own seed in ``batches``.
-    data_config: timm data config (input_size, mean, std, interpolation, crop_pct); required for
-        paper-scale vision, defaults to ``EMBEDDED_VISION_DATA_CONFIG`` for embedded vision.
-    tokenizer: the text model's tokenizer; required at paper scale, defaults to MiniLM's embedded.
-    sizes: embedded only, {split: count} to shrink or grow a task.
-    registry: where `name` is looked up (tests pass ``TASKS.with_task(...)``).
-    """
-    spec = registry.spec(name)
-    if isinstance(spec, EmbeddedTaskSpec):
-        return load_embedded_task(name, spec, seed=seed, tokenizer=tokenizer, data_config=data_config,
-                                  sizes=sizes)
-    from .tfds_loader import load_tfds_task
-
-    return load_tfds_task(name, spec, seed=seed, data_dir=data_dir, tokenizer=tokenizer,
-                          data_config=data_config, num_workers=num_workers)
-
-
-def load_embedded_task(name: str, spec: EmbeddedTaskSpec, *, seed: int = 0, tokenizer=None,
-                       data_config: Mapping[str, Any] | None = None,
-                       sizes: Mapping[str, int] | None = None):
-    from .render import EMBEDDED_VISION_DATA_CONFIG
-    from .tasks import in_memory_task
-    from .text import minilm_tokenizer
-
-    if spec.modality == "text":
-        return in_memory_task(name, "text", spec.num_classes, spec.build(seed, tokenizer or minilm_tokenizer(), sizes))
-    return in_memory_task(name, "vision", spec.num_classes, spec.build(seed, sizes),
-                          data_config or EMBEDDED_VISION_DATA_CONFIG)
-
-
-def prepare_tfds_dataset(name: str, data_dir: str | None = None, registry: TaskRegistry = TASKS) -> str:
-    """Download and prepare a paper-scale dataset (task or tfds name); returns its folder."""
-    from .tfds_loader import prepare_dataset
-
-    return prepare_dataset(registry.tfds[name].tfds_name if name in registry.tfds else name, data_dir)
