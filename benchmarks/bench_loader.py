@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from adapter_placement import data
+from adapter_placement.data import tfds_loader
 
 VIT_B16_IN21K = "vit_base_patch16_224.augreg_in21k"
 
@@ -60,12 +61,12 @@ def photo_like(i: int, height: int, width: int) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def build_dataset(root: str, count: int, size: tuple[int, int] = (375, 500)) -> str:
+def build_dataset(root: str, count: int, size: tuple[int, int] = (375, 500)) -> data.TaskRegistry:
     """Prepare the synthetic dataset of `count` images of `size` (height, width; every other one
-    turned to portrait) in `root`, registered as the task "bench_inat"."""
+    turned to portrait) in `root`; returns the registry that names it task "bench_inat"."""
     height, width = size
     dataset = f"bench_inat_{height}x{width}"  # one prepared folder per image size
-    _, tfds = data.import_tensorflow()
+    _, tfds = tfds_loader.import_tensorflow()
     features = tfds.features
 
     class BenchINat(tfds.core.GeneratorBasedBuilder):
@@ -85,9 +86,9 @@ def build_dataset(root: str, count: int, size: tuple[int, int] = (375, 500)) -> 
                 yield i, {"image": photo_like(i, *((height, width) if i % 2 else (width, height))), "label": i % 100}
 
     spec = dataclasses.replace(data.TFDS_TASKS["inat2018"], tfds_name=dataset, num_classes=100)
-    data.register_tfds_task("bench_inat", spec)
-    data.prepare_tfds_dataset("bench_inat", root)
-    return "bench_inat"
+    registry = data.TASKS.with_task("bench_inat", spec)
+    data.prepare_tfds_dataset("bench_inat", root, registry)
+    return registry
 
 
 def one_pass(task, batch_size: int, prefetch: bool, step_s: float, seed: int) -> tuple[float, int, list, float]:
@@ -174,14 +175,15 @@ def main(argv=None) -> int:
     config = vit_b16_data_config()
     with tempfile.TemporaryDirectory() as scratch:
         root = args.data_dir or scratch
-        name = build_dataset(root, args.images, args.image_size)
-        tasks = {w: data.load_task(name, data_dir=root, data_config=config, num_workers=w) for w in args.workers}
+        registry = build_dataset(root, args.images, args.image_size)
+        tasks = {w: data.load_task("bench_inat", data_dir=root, data_config=config, num_workers=w, registry=registry)
+                 for w in args.workers}
         results = measure(tasks, args.batch_size, args.repeats, args.step_factor)
     print_table(results)
     report = {"data_config": config, "images": args.images, "image_size": args.image_size,
               "batch_size": args.batch_size,
               "repeats": args.repeats, "step_factor": args.step_factor, "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(),
-              "machine": platform.platform(), "tf_threads": os.environ.get(data.TF_THREADS_ENV),
+              "machine": platform.platform(), "tf_threads": os.environ.get(tfds_loader.TF_THREADS_ENV),
               "results": results}
     if args.json:
         with open(args.json, "w") as f:

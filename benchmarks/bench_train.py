@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 
 from adapter_placement import placements
-from adapter_placement.data import load_task
+from adapter_placement.data import load_task, num_classes_of
 from adapter_placement.graph import AdapterGraph
 from adapter_placement.models import load_model
-from adapter_placement.train import TrainConfig, num_classes_of, train
+from adapter_placement.train import TrainConfig, train
 
 SWEEP_GOAL = 0.6
 STEP_GOAL = 1.1

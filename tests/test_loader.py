@@ -16,14 +16,20 @@ import pytest
 import torch
 
 from adapter_placement import data
+from adapter_placement.data import registry, tfds_loader
 
 CONFIG = {"input_size": (3, 32, 32), "interpolation": "bicubic", "mean": (0.5, 0.5, 0.5),
           "std": (0.5, 0.5, 0.5), "crop_pct": 0.9, "crop_mode": "center"}
 
 
+TINY = data.TASKS.with_task("test_inat", dataclasses.replace(
+    data.TFDS_TASKS["inat2018"], tfds_name="test_i_nat", num_classes=7,
+    splits=registry.HoldoutSplits(0.1, "validation")))
+
+
 @pytest.fixture(scope="module")
 def inat(tmp_path_factory):
-    _, tfds = data.import_tensorflow()
+    _, tfds = tfds_loader.import_tensorflow()
     features = tfds.features
 
     class TestINat(tfds.core.GeneratorBasedBuilder):  # registered as "test_i_nat"
@@ -42,15 +48,9 @@ def inat(tmp_path_factory):
                 image = np.random.default_rng(i).integers(0, 256, (30 + i % 9, 40 - i % 5, 3), np.uint8)
                 yield i, {"id": str(i), "label": i % 7, "image": image}
 
-    saved = dict(data.TFDS_TASKS)
-    spec = dataclasses.replace(data.TFDS_TASKS["inat2018"], tfds_name="test_i_nat", num_classes=7,
-                               splits=data.HoldoutSplits(0.1, "validation"))
-    data.register_tfds_task("test_inat", spec)
     root = str(tmp_path_factory.mktemp("tfds"))
-    data.prepare_tfds_dataset("test_inat", root)
-    yield data.load_task("test_inat", data_dir=root, data_config=CONFIG, num_workers=2)
-    data.TFDS_TASKS.clear()
-    data.TFDS_TASKS.update(saved)
+    data.prepare_tfds_dataset("test_inat", root, TINY)
+    return data.load_task("test_inat", data_dir=root, data_config=CONFIG, num_workers=2, registry=TINY)
 
 
 def _labels_and_sums(batches):
@@ -107,7 +107,7 @@ def test_read_ahead_makes_items_before_they_are_asked_for():
             made.append(i)
             yield i
 
-    stream = data.read_ahead(items, depth=3)
+    stream = tfds_loader.read_ahead(items, depth=3)
     assert made == [] and not _read_ahead_threads()  # nothing starts before the first next()
     assert next(stream) == 0
     deadline = time.monotonic() + 10
@@ -130,7 +130,7 @@ def test_read_ahead_raises_the_producers_error_in_the_consumer():
         yield 1
         raise KeyError("broken record 7")
 
-    stream = data.read_ahead(items)
+    stream = tfds_loader.read_ahead(items)
     assert next(stream) == 1
     with pytest.raises(KeyError, match="broken record 7"):
         next(stream)
@@ -153,8 +153,8 @@ def test_a_resumed_run_reads_the_same_tfds_batches(inat):
 
 
 def test_default_workers_are_the_cpus_the_job_may_use(inat, monkeypatch):
-    monkeypatch.setattr(data.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
-    assert data.usable_cpus() == 3  # a SLURM allocation of 3 CPUs on a larger node
+    monkeypatch.setattr(tfds_loader.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert tfds_loader.usable_cpus() == 3  # a SLURM allocation of 3 CPUs on a larger node
     root = os.path.dirname(os.path.dirname(inat.builder.data_dir))  # root/test_i_nat/1.0.0
-    task = data.load_task("test_inat", data_dir=root, data_config=CONFIG)
+    task = data.load_task("test_inat", data_dir=root, data_config=CONFIG, registry=TINY)
     assert task.num_workers == 3

@@ -9,8 +9,8 @@ import pytest
 import timm.data
 import torch
 
-from adapter_placement import pretrain
-from adapter_placement.data import EMBEDDED_VISION_DATA_CONFIG
+from adapter_placement import pretrain, vit
+from adapter_placement.data.render import EMBEDDED_VISION_DATA_CONFIG
 
 TINY = pretrain.PretrainConfig(steps=3, batch_size=16, seed=0)
 SMALL_VIT = {"embed_dim": 32, "depth": 2, "num_heads": 2}  # keeps the loop tests to seconds
@@ -35,7 +35,7 @@ def test_warmup_cosine_rises_then_decays_to_zero():
 
 
 def test_default_vit_is_a_small_pre_ln_vit_with_a_class_token():
-    model = pretrain.build_vit()
+    model = vit.build_vit()
     assert len(model.blocks) == 6 and model.embed_dim == 64 and model.cls_token is not None
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     assert model.patch_embed.num_patches == 16  # 8x8 patches: 17 tokens with the class token
@@ -79,20 +79,20 @@ def test_source_batches_are_fresh_and_held_out_set_is_fixed():
 def test_save_and_load_round_trip_with_a_fresh_zero_head(tiny_run, tmp_path):
     model, summary = tiny_run
     path = tmp_path / "vit" / "vit.safetensors"
-    kwargs = {**pretrain.DEFAULT_VIT_KWARGS, **SMALL_VIT}
-    pretrain.save_pretrained_vit(model, path, kwargs, {"source_heldout_accuracy": 0.5})
+    kwargs = {**vit.DEFAULT_VIT_KWARGS, **SMALL_VIT}
+    vit.save_pretrained_vit(model, path, kwargs, {"source_heldout_accuracy": 0.5})
     assert sorted(os.listdir(path.parent)) == ["vit.json", "vit.safetensors"]  # no temporary files left
     umask = os.umask(0)
     os.umask(umask)
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
-    record = json.loads(pretrain.config_path(path).read_text())
-    assert record["model_kwargs"] == {**pretrain.DEFAULT_VIT_KWARGS, **SMALL_VIT}
+    record = json.loads(vit.config_path(path).read_text())
+    assert record["model_kwargs"] == {**vit.DEFAULT_VIT_KWARGS, **SMALL_VIT}
     assert record["pretraining"]["source_heldout_accuracy"] == 0.5
 
     images = torch.randn(4, 3, 32, 32)
-    same = pretrain.load_pretrained_vit(path)
+    same = vit.load_pretrained_vit(path)
     assert torch.equal(same(images), model(images))
-    loaded = pretrain.load_pretrained_vit(path, num_classes=8)
+    loaded = vit.load_pretrained_vit(path, num_classes=8)
     assert loaded.head.weight.shape == (8, 32) and not loaded.head.weight.any() and not loaded.head.bias.any()
     assert torch.equal(loaded.forward_features(images), model.forward_features(images))
     assert not loaded.training
@@ -115,10 +115,10 @@ def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
 def test_command_line_writes_weights_and_config(tmp_path, capsys):
     out = tmp_path / "cli.safetensors"
     assert pretrain.main(["--out", str(out), "--steps", "1", "--batch-size", "4", "--seed", "3"]) == 0
-    record = json.loads(pretrain.config_path(out).read_text())
+    record = json.loads(vit.config_path(out).read_text())
     assert record["pretraining"]["config"]["steps"] == 1 and record["pretraining"]["config"]["seed"] == 3
     assert "losses" not in record["pretraining"]
-    assert pretrain.load_pretrained_vit(out, num_classes=3)(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+    assert vit.load_pretrained_vit(out, num_classes=3)(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
     assert "saved" in capsys.readouterr().out
 
 
@@ -129,7 +129,7 @@ COMMITTED = os.path.join(os.path.dirname(__file__), "..", "models", "vit_digits.
 
 @pytest.fixture(scope="module")
 def committed_record():
-    with open(pretrain.config_path(COMMITTED)) as handle:
+    with open(vit.config_path(COMMITTED)) as handle:
         return json.load(handle)
 
 
@@ -137,7 +137,7 @@ def test_committed_vit_has_the_recorded_held_out_accuracy(committed_record):
     """Re-evaluating the committed weights on the held-out digits gives what the record says: the
     file and its JSON belong together."""
     torch.set_num_threads(1)
-    model = pretrain.load_pretrained_vit(COMMITTED)
+    model = vit.load_pretrained_vit(COMMITTED)
     recorded = committed_record["pretraining"]["source_heldout_accuracy"]
     images, labels = pretrain.SourceTask(seed=0).heldout()
     # another CPU's float rounding may flip a near-tie: two of the 600 examples at most
@@ -159,7 +159,7 @@ def test_committed_vit_was_made_from_todays_source_data_and_the_configs_recipe(c
     assert entry["spec"] == "models/vit_digits.safetensors"
     recipe = committed_record["pretraining"]["config"]
     assert {key: recipe[key] for key in entry["pretrain"]} == entry["pretrain"]
-    assert committed_record["model_kwargs"] == pretrain.DEFAULT_VIT_KWARGS
+    assert committed_record["model_kwargs"] == vit.DEFAULT_VIT_KWARGS
 
 
 def test_source_digest_changes_with_the_source_digits():

@@ -14,7 +14,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from adapter_placement.data import InMemoryTask, tensors_digest
+from adapter_placement.data.tasks import InMemoryTask, tensors_digest
 from adapter_placement.tracking import (
     CELL_PARENT_TAG,
     RUN_KEY_TAG,
@@ -242,7 +242,7 @@ def test_a_tracked_training_run_is_a_named_child_with_its_splits(store_uri: str,
                                                                  tmp_path: Path) -> None:
     """train() with tracking on: the name, parent and dataset inputs come from its config."""
     from adapter_placement.data import load_task
-    from adapter_placement.pretrain import DEFAULT_VIT_KWARGS, build_vit, save_pretrained_vit
+    from adapter_placement.vit import DEFAULT_VIT_KWARGS, build_vit, save_pretrained_vit
     from adapter_placement.train import TrainConfig, train
 
     kwargs = {**DEFAULT_VIT_KWARGS, "embed_dim": 16, "depth": 1, "num_heads": 2}

@@ -19,11 +19,12 @@ from adapter_placement.train import (NonFiniteLossError, TrainConfig, batch_indi
 @pytest.fixture(scope="module")
 def tiny_vit(tmp_path_factory):
     """A small ViT pre-trained for a few steps on the embedded source task, saved as safetensors."""
-    from adapter_placement.pretrain import PretrainConfig, pretrain_vit, save_pretrained_vit
+    from adapter_placement.pretrain import PretrainConfig, pretrain_vit
+    from adapter_placement.vit import save_pretrained_vit
 
     kwargs = dict(embed_dim=32, depth=3, num_heads=2)
     model, summary = pretrain_vit(PretrainConfig(steps=4, batch_size=16), vit_kwargs=kwargs, log=None)
-    from adapter_placement.pretrain import DEFAULT_VIT_KWARGS
+    from adapter_placement.vit import DEFAULT_VIT_KWARGS
 
     return str(save_pretrained_vit(model, tmp_path_factory.mktemp("vit") / "vit.safetensors",
                                    {**DEFAULT_VIT_KWARGS, **kwargs}))

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from . import atomic
-from .data import index_inputs
+from .data.tasks import index_inputs
 from .device import pin, to_device
 from .graph import AdapterGraph
 

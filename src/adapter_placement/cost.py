@@ -177,7 +177,7 @@ def shape_of(config: Mapping, model: str) -> Shape:
 
 @dataclass(frozen=True)
 class TaskFacts:
-    val: int  # the validation split the lr trials evaluate on (data.py's hold-out)
+    val: int  # the validation split the lr trials evaluate on (data.registry's hold-out)
     test: int  # the test split of the final runs
     encoded_bytes: int  # one stored example (JPEG/PNG or text), what tf.data's shuffle buffer holds
 
@@ -224,13 +224,14 @@ def task_tokens(shape: Shape, task: str) -> int:
     upper bound: batches are padded to their longest example)."""
     if shape.tokens is not None:
         return shape.tokens
-    from .data import TEXT_MAX_LENGTH, TFDS_TASKS
+    from .data import TFDS_TASKS
+    from .data.text import TEXT_MAX_LENGTH
 
     return TFDS_TASKS[task].max_length if task in TFDS_TASKS else TEXT_MAX_LENGTH
 
 
 def task_classes(task: str) -> int:
-    from .train import num_classes_of
+    from .data import num_classes_of
 
     return num_classes_of(task)
 
@@ -565,9 +566,11 @@ def run_shape(config: Mapping, dataset: str, model: str, method: str,
 
 
 def shuffle_examples(config: Mapping, dataset: str) -> int:
-    """Examples tf.data's shuffle buffer holds: ``data.TfdsTask.shuffle_buffer``, or a VTAB-1k
+    """Examples tf.data's shuffle buffer holds: ``data.tfds_loader.TfdsTask.shuffle_buffer``, or a VTAB-1k
     train split's 800 when that is fewer."""
-    from .data import TFDS_TASKS, TfdsTask, VtabSplits
+    from .data import TFDS_TASKS
+    from .data.registry import VtabSplits
+    from .data.tfds_loader import TfdsTask
 
     buffer, spec = int(_default(TfdsTask, "shuffle_buffer")), TFDS_TASKS.get(config["datasets"][dataset]["task"])
     return min(buffer, spec.splits.num_train) if spec and isinstance(spec.splits, VtabSplits) else buffer

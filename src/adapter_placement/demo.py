@@ -25,7 +25,8 @@ from .gga import gga_select
 from .models import load_model
 from .scores import score_edges, train_head
 from .tracking import config_hash
-from .train import TrainConfig, num_classes_of, train
+from .data import num_classes_of
+from .train import TrainConfig, train
 
 DEFAULTS = dict(dataset="vader_sst2", model="minilm", score_batch_size=256, head_steps=10,
                 score_fn="srank", eta=0.01, gamma=0.6, num_adapters=3, rank=8, steps=150,

@@ -660,7 +660,7 @@ def model_spec(config: Mapping, model: str) -> str:
 
 def chance_levels(config: Mapping) -> dict[str, float]:
     """Test accuracy (%) of guessing the most frequent class of a balanced task: 100 / classes."""
-    from .train import num_classes_of
+    from .data import num_classes_of
 
     return {name: 100.0 / num_classes_of(entry["task"]) for name, entry in config["datasets"].items()}
 

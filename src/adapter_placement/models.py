@@ -37,7 +37,7 @@ class LoadedModel:
 def load_model(spec: str, num_classes: int) -> LoadedModel:
     """The backbone named by ``spec`` with a new ``num_classes``-way head (seed torch first)."""
     if spec == "minilm":
-        from .data import minilm_path
+        from .data.text import minilm_path
 
         return _hf_classifier(minilm_path(), num_classes, local=True)
     if spec.endswith(".safetensors"):
@@ -53,13 +53,13 @@ def load_model(spec: str, num_classes: int) -> LoadedModel:
 def _embedded_vit(path: str, num_classes: int) -> LoadedModel:
     import timm.data
 
-    from .pretrain import load_pretrained_vit
+    from .vit import load_pretrained_vit
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"pretrained ViT {path!r} not found; create it with "
                                 f"`python -m adapter_placement.pretrain --out {path}`")
     model = load_pretrained_vit(path, num_classes)
-    from .data import EMBEDDED_VISION_DATA_CONFIG
+    from .data.render import EMBEDDED_VISION_DATA_CONFIG
 
     config = dict(timm.data.resolve_data_config(model=model))
     config.update(EMBEDDED_VISION_DATA_CONFIG)

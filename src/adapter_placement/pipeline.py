@@ -100,7 +100,8 @@ def model_info(job: Mapping) -> dict:
 
 def pretrain(job: Mapping) -> dict:
     """Pre-train the embedded ViT, save it where the model spec points, log it in MLflow."""
-    from .pretrain import DEFAULT_VIT_KWARGS, PretrainConfig, pretrain_vit, save_pretrained_vit
+    from .pretrain import PretrainConfig, pretrain_vit
+    from .vit import DEFAULT_VIT_KWARGS, save_pretrained_vit
     from .tracking import tracked_run
 
     set_threads(job.get("threads"))
@@ -230,7 +231,7 @@ def compute_scores(job: Mapping) -> dict:
     from .experiments import head_steps
     from .models import load_model
     from .tracking import task_datasets, tracked_run
-    from .train import num_classes_of
+    from .data import num_classes_of
 
     set_threads(job.get("threads"))
     spec = job["spec"]
@@ -353,7 +354,7 @@ def _score_batches(task, examples: int, chunk: int = 64):
     tokens per example (ViT: patches + class token; text: the padded length)."""
     import torch
 
-    from .data import index_inputs
+    from .data.tasks import index_inputs
 
     inputs, labels = next(iter(task.batches("train", examples, shuffle=True, seed=1)))
     chunks = [(index_inputs(inputs, torch.arange(s, min(s + chunk, len(labels)))), labels[s:s + chunk])
@@ -423,7 +424,8 @@ def run_search_item(item: Mapping) -> dict:
     from .models import load_model
     from .search import run_search
     from .tracking import task_datasets, tracked_run
-    from .train import NonFiniteLossError, num_classes_of
+    from .data import num_classes_of
+    from .train import NonFiniteLossError
 
     key = item["key"]
     options = {**item["options"], "lr": read_json(item["lr_file"])["lr"]}

@@ -15,11 +15,8 @@ deterministic for a fixed seed on a given CPU and thread count. The embedded def
 it adapts ``models/vit_digits.safetensors``, made once by this module with the recipe that
 ``config.yaml`` records (``snakemake rebuild_vit`` makes it again).
 
-Output: ``PATH`` (safetensors weights) and ``PATH`` with suffix ``.json`` next to it
-(``{"model_kwargs", "data_config", "pretraining"}``), both written atomically.
-``load_pretrained_vit(PATH, num_classes)`` rebuilds the model with a fresh zero-initialised head, as
-the ViT paper does for transfer, and attaches the data config so that
-``timm.data.resolve_data_config(model=model)`` returns it.
+Output: ``PATH`` (safetensors weights) and its ``.json``, in the format of ``adapter_placement.vit``
+(``load_pretrained_vit(PATH, num_classes)`` loads it for transfer).
 
 Command line::
 
@@ -29,41 +26,24 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer
 
-from adapter_placement import atomic
 from adapter_placement.engine import Recipe, fit
-from adapter_placement.data import (EMBEDDED_VISION_DATA_CONFIG, ImageNormaliser, mnist_digits,
-                                    render_source_batch, source_sprites, source_split_indices,
-                                    tensors_digest)
+from adapter_placement.data.digits import render_source_batch, source_sprites, source_split_indices
+from adapter_placement.data.render import EMBEDDED_VISION_DATA_CONFIG, mnist_digits
+from adapter_placement.data.tasks import ImageNormaliser, tensors_digest
+from adapter_placement.vit import DEFAULT_VIT_KWARGS, config_path, save_pretrained_vit
 
-DEFAULT_VIT_KWARGS: dict[str, Any] = {
-    "img_size": 32,
-    "patch_size": 8,
-    "in_chans": 3,
-    "num_classes": 10,
-    "embed_dim": 64,
-    "depth": 6,
-    "num_heads": 4,
-    "mlp_ratio": 4.0,
-    "qkv_bias": True,
-    "class_token": True,
-    "global_pool": "token",
-}
 HELDOUT_RENDERS = 2     # each held-out digit is rendered this many times for the source accuracy
 HELDOUT_SEED = 12345    # fixed, so source accuracies of different runs are comparable
 
@@ -103,10 +83,6 @@ def random_affine(images: torch.Tensor, generator: torch.Generator) -> torch.Ten
                          torch.stack([sin, cos + shear * sin, torch.zeros(count)], -1)], 1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def build_vit(**overrides: Any) -> VisionTransformer:
-    return VisionTransformer(**{**DEFAULT_VIT_KWARGS, **overrides})
 
 
 class SourceTask:
@@ -198,45 +174,6 @@ def pretrain_vit(config: PretrainConfig = PretrainConfig(),
                "data_digest": source.digest(), "torch_threads": torch.get_num_threads(),
                "torch_version": torch.__version__}
     return model.eval(), summary
-
-
-def config_path(weights_path: str | os.PathLike) -> Path:
-    """The JSON of constructor kwargs and metadata that sits next to the weights."""
-    return Path(weights_path).with_suffix(".json")
-
-
-def save_pretrained_vit(model: VisionTransformer, path: str | os.PathLike,
-                        vit_kwargs: Mapping[str, Any],
-                        pretraining: Mapping[str, Any] | None = None) -> Path:
-    """Weights (safetensors) and their JSON; the JSON first, so finished weights imply a config."""
-    path = Path(path)
-    record = {"model_kwargs": dict(vit_kwargs), "data_config": dict(EMBEDDED_VISION_DATA_CONFIG),
-              "pretraining": dict(pretraining or {})}
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-
-    atomic.write_json(config_path(path), record)
-    atomic.save_safetensors(path, state)
-    return path
-
-
-def load_pretrained_vit(path: str | os.PathLike, num_classes: int | None = None) -> VisionTransformer:
-    """Rebuild the saved ViT and load its weights; with `num_classes`, a fresh zero-initialised head.
-
-    Zero initialisation (as in the ViT paper's transfer recipe) makes the new head independent of any
-    random state. The data config is attached as ``model.pretrained_cfg``.
-    """
-    with open(config_path(path)) as handle:
-        record = json.load(handle)
-    model = VisionTransformer(**record["model_kwargs"])
-    model.load_state_dict(load_file(str(path)))
-    if num_classes is not None:
-        model.reset_classifier(num_classes)
-        nn.init.zeros_(model.head.weight)
-        nn.init.zeros_(model.head.bias)
-    data_config = dict(record["data_config"])
-    data_config["input_size"] = tuple(data_config["input_size"])
-    model.pretrained_cfg = data_config
-    return model.eval()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

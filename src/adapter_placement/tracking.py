@@ -413,7 +413,7 @@ class DatasetRecord:
 
 
 def task_datasets(task: Any, splits: Iterable[str]) -> list[DatasetRecord]:
-    """The dataset records of the splits a run reads from ``task`` (a data.py task: ``name``,
+    """The dataset records of the splits a run reads from ``task`` (a ``data.tasks.Task``: ``name``,
     ``split_sizes``, ``digest(split)``), each split once."""
     sizes = {split: int(size) for split, size in task.split_sizes.items()}
     return [DatasetRecord(task.name, _split_digest(task, split, sizes), split, sizes, _task_source(task, split))

@@ -38,7 +38,9 @@ from . import atomic, engine
 from .adapters import check_adapter_args
 from .backbones import describe
 from .cache import NodeCache, fill_together
-from .data import InMemoryTask, TfdsTask, index_inputs
+from .data import num_classes_of
+from .data.tasks import InMemoryTask, index_inputs
+from .data.tfds_loader import TfdsTask
 from .device import check_device_spec, check_precision, enable_tf32, resolve_device
 from .engine import NonFiniteLossError, Recipe, default_warmup, recipe_for
 from .graph import AdapterGraph
@@ -398,16 +400,6 @@ def _tracked(cfg: TrainConfig, out: Path, task):
 
 def _plain(config: dict) -> dict:
     return json.loads(json.dumps(config, default=list))
-
-
-def num_classes_of(dataset: str) -> int:
-    from .data import EMBEDDED_TASKS, TFDS_TASKS, known_tasks
-
-    if dataset in EMBEDDED_TASKS:
-        return EMBEDDED_TASKS[dataset].num_classes
-    if dataset in TFDS_TASKS:
-        return TFDS_TASKS[dataset].num_classes
-    raise ValueError(f"unknown task {dataset!r}; known tasks: {', '.join(known_tasks())}")
 
 
 # ---------------------------------------------------------------- the protocol of App. A
