@@ -1,17 +1,27 @@
 """Adapter placement in transformers: the adapter graph, gradient-rank scores and GGA.
 
 Reproduces "Towards Optimal Adapter Placement for Efficient Transfer Learning"; see DESIGN.md.
+
+The names below load on first use (PEP 562), so that planning the DAG (the Snakefile imports
+``adapter_placement.data`` and the plan) does not import torch.
 """
-from . import placements
-from .adapters import BottleneckAdapter, LinearAdapter
-from .gga import gga_select
-from .graph import AdapterGraph
-from .placements import Edge, edge_kind
-from .scores import SCORE_FUNCTIONS, edge_gradients, score_edges, score_matrix, srank, train_head
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AdapterGraph", "BottleneckAdapter", "Edge", "LinearAdapter", "SCORE_FUNCTIONS", "edge_gradients",
-    "edge_kind", "gga_select", "placements", "score_edges", "score_matrix", "srank", "train_head",
-]
+_EXPORTS = {
+    "AdapterGraph": "graph", "BottleneckAdapter": "adapters", "LinearAdapter": "adapters",
+    "Edge": "placements", "edge_kind": "placements", "gga_select": "gga", "SCORE_FUNCTIONS": "scores",
+    "edge_gradients": "scores", "score_edges": "scores", "score_matrix": "scores", "srank": "scores",
+    "train_head": "scores",
+}
+
+__all__ = sorted([*_EXPORTS, "placements"])
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    if name == "placements":
+        return importlib.import_module(".placements", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
