@@ -25,8 +25,9 @@ from .jobs import (RunIO, RunSpec, TrainRecipe, batch_inputs, batch_specs, data_
                    pretrain_spec, run_spec, scores_spec, trial_spec, trial_specs)
 from .paths import lr_file  # report.smk reads X.lr_file
 from .placement import SEARCHED, Placement
-from .runs import (PLANNERS, Run, Trial, batch_files, batch_of, cached_plan, dataset_trials, gga_parameters,
-                   gga_placements, lr_batch_files, lr_families, lr_grid, lr_models, lr_trials, num_batches,
-                   plan, plan_dataset, planned_runs, random_size, score_targets, training_batches)
+from .runs import (PLANNERS, Run, Trial, batch_files, batch_of, cached_plan, dataset_trials, default_variant,
+                   gga_parameters, gga_placements, lr_batch_files, lr_families, lr_grid, lr_models, lr_trials,
+                   num_batches, plan, plan_dataset, planned_runs, random_size, score_targets, training_batches,
+                   variant_of)
 from .searches import (Search, dataset_searches, head_steps, search_batch_files, search_batches,
                        search_file_of, search_inputs, search_item, search_items)

@@ -27,6 +27,11 @@ def variant_of(method: str, rank: int, activation: str, kind: str) -> str:
     return "adapters-linear" if kind == "linear" else f"adapters-r{rank}-{activation}"
 
 
+def default_variant(config: Mapping, dataset: str) -> str:
+    """The variant of a dataset's default adapters (its rank, GELU bottleneck: Table 1's runs)."""
+    return variant_of("adapters", dataset_rank(config, dataset), "gelu", "bottleneck")
+
+
 @dataclass(frozen=True)
 class Run:
     """One training run of an experiment (final protocol: train+val -> test)."""
