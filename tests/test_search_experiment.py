@@ -2,6 +2,7 @@
 searches from the config, the compute of each run against a hand computation of App. K, and the
 report's comparison with GGA on a table whose answers are known. Fast, no training."""
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -172,7 +173,8 @@ def test_a_run_whose_search_diverged_is_recorded_as_diverged(tmp_path):
     spec = X.run_spec(config, run)
     derived = tmp_path / "search.json"
     derived.write_text(json.dumps({str(run.placement): None, "searches": []}))
-    result = train_item(spec.with_io(derived_file=str(derived), folder=str(tmp_path / "run")).to_json())
+    io = replace(spec.io, derived_file=str(derived), folder=str(tmp_path / "run"))
+    result = train_item(replace(spec, io=io).to_json())
     assert result["status"] == "diverged" and str(run.placement) in result["error"] and result["metrics"] == {}
     assert result["placement"] == run.placement.to_dict()
     assert not (tmp_path / "run").exists()  # nothing was trained

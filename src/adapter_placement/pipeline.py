@@ -15,7 +15,7 @@ command                   job
 ``select-lr``             the lr (and steps) with the best mean validation accuracy
 ``scores``                head pre-training, then every score function of every edge
 ``select-placements``     GGA and top-k placements from the scores
-``best-placement``        the best single edge (Fig. 3) or random placement (Table 1)
+``best-placement``        the best random placement of Table 1 (by train loss)
 ``search-batch``          placement searches beyond the paper (``adapter_placement.search``)
 ``table`` / ``figure``    one table (CSV + Markdown) / one figure (PNG + PDF + its data CSV)
 ``report``                results/REPORT.md

@@ -9,7 +9,7 @@ the derived placement that a spec points to and builds the run's ``train.TrainCo
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Mapping, Optional
 
 from . import paths
@@ -82,9 +82,6 @@ class RunSpec:
                       eval_splits=tuple(recipe["eval_splits"]))
         return cls(key=dict(obj["key"]), num_nodes=int(obj["num_nodes"]), recipe=TrainRecipe(**recipe),
                    io=RunIO(**obj["io"]))
-
-    def with_io(self, **changes) -> "RunSpec":
-        return replace(self, io=replace(self.io, **changes))
 
 
 # ---------------------------------------------------------------- specs of the training jobs
