@@ -3,7 +3,8 @@
 #   snakemake --cores all --profile slurm  on a SLURM cluster (the profile selects config/paper.yaml)
 #   snakemake table1 | figure6 | report    one table, one figure, results/REPORT.md
 # Stages live in workflow/rules/*.smk, one file per stage; rules are thin: each hands its job (a pure
-# function of the config, adapter_placement.experiments) to `python -m adapter_placement.pipeline`.
+# function of the config, adapter_placement.plan) to `python -m adapter_placement.pipeline`; every
+# path comes from adapter_placement.plan.paths (P).
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
@@ -16,7 +17,8 @@ if not workflow.config_settings.configfiles:
 
 validate(config, "workflow/schemas/config.schema.yaml")
 
-from adapter_placement import experiments as X
+from adapter_placement import plan as X
+from adapter_placement.plan import paths as P
 from adapter_placement.data import known_tasks
 
 try:

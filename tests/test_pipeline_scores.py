@@ -131,13 +131,13 @@ def _item(placement, seed, loss, edges, rank=4, status="finished", accuracy=0.5)
             "status": status, "metrics": metrics}
 
 
-def _best(tmp_path, items_by_file, pattern=r"^edge_\d+_\d+$", variant="adapters-r4-gelu"):
+def _best(tmp_path, items_by_file, method="edge", variant="adapters-r4-gelu"):
     paths = []
     for k, items in enumerate(items_by_file):
         paths.append(tmp_path / f"batch{k}.json")
         paths[-1].write_text(json.dumps({"items": items}))
     out = tmp_path / "best.json"
-    job = {"spec": {"name": "best_single", "pattern": pattern, "variant": variant},
+    job = {"spec": {"name": "best_single", "method": method, "variant": variant},
            "input": {"batches": [str(p) for p in paths]}, "output": {"placement": str(out)}}
     return pipeline.best_placement(job), json.loads(out.read_text())
 
@@ -150,8 +150,7 @@ def test_best_placement_is_the_lowest_mean_train_loss_over_seeds_of_the_matching
         [_item("edge_1_2", 1, 0.40, [[1, 2]], accuracy=0.4),  # mean 0.375: the best, its seeds in two files
          _item("edge_2_0", 0, 0.20, [[2, 0]], accuracy=0.9), _item("edge_2_0", 1, 0.60, [[2, 0]]),  # mean 0.400
          _item("edge_2_2", 0, 0.10, [[2, 2]], rank=8),  # another variant
-         _item("parallel_2", 0, 0.05, [[1, 2]]),  # another pattern
-         _item("edge_0_0x", 0, 0.01, [[0, 0]])],  # the pattern is anchored at the end
+         _item("parallel_2", 0, 0.05, [[1, 2]])],  # another placement method
     ]
     chosen, written = _best(tmp_path, items)
     assert chosen["source"] == written["source"] and [list(e) for e in chosen["best_single"]] == [[1, 2]]
@@ -173,12 +172,12 @@ def test_best_random_placement_keeps_its_edges(tmp_path):
     drawn = [[3, 1], [0, 4], [2, 2]]
     items = [[_item("random3_000", 0, 0.7, [[0, 1], [1, 2], [2, 3]]), _item("random3_001", 0, 0.4, drawn),
               _item("random3_001", 1, 0.6, drawn), _item("random3_002", 0, 0.55, [[4, 4], [0, 0], [1, 1]])]]
-    _, written = _best(tmp_path, items, pattern=r"^random\d+_\d+$")
+    _, written = _best(tmp_path, items, method="random")
     assert written["source"] == "random3_001" and written["best_single"] == drawn
 
 
 def test_best_placement_without_matching_runs_says_so(tmp_path):
-    with pytest.raises(ValueError, match=r"no finished runs match '\^edge_.*' for best_single"):
+    with pytest.raises(ValueError, match=r"no finished runs of placement method 'edge' for best_single"):
         _best(tmp_path, [[_item("parallel_1", 0, 0.5, [[0, 1]])]])
 
 

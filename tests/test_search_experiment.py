@@ -2,6 +2,7 @@
 searches from the config, the compute of each run against a hand computation of App. K, and the
 report's comparison with GGA on a table whose answers are known. Fast, no training."""
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +10,8 @@ import pytest
 import yaml
 
 from adapter_placement import analysis, report
-from adapter_placement import experiments as X
+from adapter_placement import plan as X
+from adapter_placement.plan import Placement, paths
 from adapter_placement.data import known_tasks
 from adapter_placement.flops import adapter_flops, forward_flops, score_flops
 
@@ -37,20 +39,20 @@ def test_paper_search_plan_counts():
 def test_search_runs_read_the_search_that_chose_their_placement():
     config = load("config.yaml")
     config["runs_per_job"] = 5
-    runs = [r for r in X.plan(config, "search") if X.SEARCH_NAME.match(r.placement)]
+    runs = [r for r in X.plan(config, "search") if r.placement.method in X.SEARCHED]
     assert runs
     for run in runs:
-        item = X.run_item(config, run)
+        derived = X.run_spec(config, run).io.derived_file
         searches = X.dataset_searches(config, run.dataset)
-        index = next(k for k, s in enumerate(searches) if run.placement in s.names)
-        assert item["derived_file"] == X.search_batch_file("results", run.dataset, run.model, index // 5)
-        batch = int(item["derived_file"].rsplit("batch", 1)[1].split(".")[0])
-        assert run.placement in [n for i in X.search_items(config, run.dataset, batch) for n in i["names"]]
+        index = next(k for k, s in enumerate(searches) if str(run.placement) in s.names)
+        assert derived == paths.search_batch_file("results", run.dataset, run.model, index // 5)
+        batch = int(derived.rsplit("batch", 1)[1].split(".")[0])
+        assert str(run.placement) in [n for i in X.search_items(config, run.dataset, batch) for n in i["names"]]
     gga = next(r for r in X.plan(config, "search") if r.group == "gga_12")
-    assert gga.placement == "gga_12_g0.6"
-    assert X.run_item(config, gga)["derived_file"] == f"results/placements/{gga.dataset}/{gga.model}/gga.json"
-    assert "gga_12_g0.6" in X.gga_names(config, gga.dataset, gga.model)
-    assert X.gga_parameters(config, "gga_12_g0.6") == (12, 0.6)
+    assert str(gga.placement) == "gga_12_g0.6"
+    assert X.run_spec(config, gga).io.derived_file == f"results/placements/{gga.dataset}/{gga.model}/gga.json"
+    assert gga.placement in X.gga_placements(config, gga.dataset, gga.model)
+    assert X.gga_parameters(config, Placement.parse("gga_12_g0.6")) == (12, 0.6)
 
 
 def test_search_items_give_each_method_its_options():
@@ -168,12 +170,14 @@ def test_a_run_whose_search_diverged_is_recorded_as_diverged(tmp_path):
     from adapter_placement.pipeline import train_item
 
     config = load("config.yaml")
-    run = next(r for r in X.plan(config, "search") if X.SEARCH_NAME.match(r.placement))
-    item = X.run_item(config, run)
+    run = next(r for r in X.plan(config, "search") if r.placement.method in X.SEARCHED)
+    spec = X.run_spec(config, run)
     derived = tmp_path / "search.json"
-    derived.write_text(json.dumps({run.placement: None, "searches": []}))
-    result = train_item({**item, "derived_file": str(derived), "folder": str(tmp_path / "run")})
-    assert result["status"] == "diverged" and run.placement in result["error"] and result["metrics"] == {}
+    derived.write_text(json.dumps({str(run.placement): None, "searches": []}))
+    io = replace(spec.io, derived_file=str(derived), folder=str(tmp_path / "run"))
+    result = train_item(replace(spec, io=io).to_json())
+    assert result["status"] == "diverged" and str(run.placement) in result["error"] and result["metrics"] == {}
+    assert result["placement"] == run.placement.to_dict()
     assert not (tmp_path / "run").exists()  # nothing was trained
 
 

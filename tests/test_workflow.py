@@ -96,7 +96,7 @@ def test_bad_configs_fail_before_any_job_naming_the_value(tmp_path, edit, messag
     check_config; called as the Snakefile calls them."""
     from snakemake.utils import validate
 
-    from adapter_placement import experiments as X
+    from adapter_placement import plan as X
     from adapter_placement.data import known_tasks
 
     config = yaml.safe_load((ROOT / "config.yaml").read_text())

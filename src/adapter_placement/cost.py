@@ -4,7 +4,7 @@
     python -m adapter_placement.cost --configfile config/paper.yaml --check-profile slurm/config.yaml
 
 The jobs of each rule come from the workflow itself (its rules, read with the Snakemake API) and
-the planner that the rules call (``adapter_placement.experiments``): nothing here re-derives the
+the planner that the rules call (``adapter_placement.plan``): nothing here re-derives the
 experiment list. FLOPs are App. K's (``flops.py``); everything else is a pure function of shapes.
 
 Assumptions (each is a constant below, with its reason):
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from .flops import Arch, forward_flops, pass_flops, score_flops
+from .plan.placement import Placement
 
 GiB = 2 ** 30
 
@@ -518,40 +519,31 @@ def merge(works: list[Work]) -> Work:
 
 def run_knobs(config: Mapping, model: str) -> dict:
     """precision (the config's), micro_batch_size and checkpoint_activations (the model's entry),
-    as ``experiments.compute_settings`` hands them to the jobs."""
-    from . import experiments as X
+    as ``plan.compute_settings`` hands them to the jobs."""
+    from . import plan as X
 
     settings, entry = X.compute_settings(config, model), config["models"][model]
     return {"precision": settings["precision"], "micro_batch": settings["micro_batch_size"],
             "checkpoint": bool(entry.get("checkpoint_activations", False))}
 
 
-def placement_size(config: Mapping, name: str, model: str) -> tuple[int, bool]:
-    """(number of adapters, whether any is recurrent) of a placement name. Placements that come
-    from results (GGA, best_*, searches) have a known count; they are taken as recurrent (upper
+def placement_size(config: Mapping, placement: Placement, model: str) -> tuple[int, bool]:
+    """(number of adapters, whether any is recurrent) of a ``plan.Placement``. Placements that come
+    from results (GGA, best_random, searches) have a known count; they are taken as recurrent (upper
     bound: the first pass)."""
-    from . import experiments as X
+    from . import plan as X
 
-    try:
-        edges = X.placement_edges(name, X.num_nodes(config, model))
-        return len(edges), any(i > j for i, j in edges)
-    except ValueError:
-        pass
-    if match := X.GGA_NAME.match(name):
-        return int(match.group(2)), True
-    if match := X.SEARCH_NAME.match(name):
-        return int(match.group(2)), True
-    if name == "best_single":
-        return 1, True
-    if name.startswith("best_random_"):
-        source = name[len("best_random_"):]
-        return X.random_size(config, X.dataset_model(config, source),
+    if placement.method == "best_random":
+        return X.random_size(config, X.dataset_model(config, placement.source),
                              config["experiments"]["table1"].get("random_size")), True
-    raise CostError(f"placement {name!r}: its number of adapters is unknown to the cost model")
+    if placement.from_results:
+        return placement.size, True
+    edges = placement.edges(X.num_nodes(config, model))
+    return len(edges), any(i > j for i, j in edges)
 
 
 def run_shape(config: Mapping, dataset: str, model: str, method: str,
-              placement: str, rank: int, kind: str = "bottleneck", steps: Optional[int] = None,
+              placement: Placement, rank: int, kind: str = "bottleneck", steps: Optional[int] = None,
               eval_split: str = "test") -> RunShape:
     entry = config["datasets"][dataset]
     shape, facts = shape_of(config, model), task_facts(entry["task"])
@@ -601,7 +593,7 @@ def scores_work(config: Mapping, dataset: str, model: str, gpu: Gpu) -> Work:
     """Head pre-training (forward only: the head alone trains) for each head length, then the
     gradient stack of all n^2 edges in as many passes over the scoring examples as the stack's
     row blocks need on ``gpu``, and one SVD per edge and head length."""
-    from . import experiments as X
+    from . import plan as X
 
     spec, entry = X.scores_spec(config, dataset, model), config["datasets"][dataset]
     shape = shape_of(config, model)
@@ -634,7 +626,7 @@ def search_work(config: Mapping, search, gpu: Gpu) -> Work:
     """A placement search: head pre-training, its own training phases (upper bound: all steps
     with every adapter it holds at once, recurrent) and its scoring rounds (``score_edges`` of
     the graph: first pass included)."""
-    from . import experiments as X
+    from . import plan as X
 
     spec, entry = config["experiments"]["search"], config["datasets"][search.dataset]
     shape = shape_of(config, search.model)
@@ -643,7 +635,7 @@ def search_work(config: Mapping, search, gpu: Gpu) -> Work:
     held = max(search.n, spec.get("candidates") or n_edges) if item["function"] == "edge_switch" else search.n
     rounds = {"iterative_gga": int(spec["rounds"]), "edge_switch": 1,
               "prune_regrow": int(spec["updates"]) + 1}[item["function"]]
-    run = replace(run_shape(config, search.dataset, search.model, "adapters", "none",
+    run = replace(run_shape(config, search.dataset, search.model, "adapters", Placement("none"),
                             X.dataset_rank(config, search.dataset), steps=int(spec["steps"])),
                   adapters=held, recurrent=True, eval_examples=0)
     examples, tokens = int(entry["score_examples"]), run.tokens
@@ -679,8 +671,8 @@ LOCAL_COMMANDS = ("prepare-data", "model-info")
 
 def rule_jobs(config: Mapping, rule: str, info: RuleInfo, gpu: Gpu) -> tuple[list[Work], bool]:
     """The work of every job of ``rule`` and whether the rule uses a GPU. The jobs are the
-    planner's (``adapter_placement.experiments``), as the rule's input functions enumerate them."""
-    from . import experiments as X
+    planner's (``adapter_placement.plan``), as the rule's input functions enumerate them."""
+    from . import plan as X
 
     k, command = int(config["runs_per_job"]), info.command
     if command == TRAIN_COMMAND and rule == "lr_trials":
@@ -726,17 +718,15 @@ def rule_jobs(config: Mapping, rule: str, info: RuleInfo, gpu: Gpu) -> tuple[lis
 
 
 def _cpu_job_count(config: Mapping, rule: str, command: str) -> int:
-    from . import experiments as X
+    from . import plan as X
 
     if command == "select-lr":
         return len(X.lr_families(config))
-    runs = [r for e in X.enabled_experiments(config) for r in X.cached_plan(config, e)]
+    runs = X.planned_runs(config)
     if command == "select-placements":
-        return len({(r.dataset, r.model) for r in runs if X.GGA_NAME.match(r.placement)})
-    if rule == "best_single":
-        return len({r.dataset for r in runs if r.placement == "best_single"})
+        return len({(r.dataset, r.model) for r in runs if r.placement.method in ("gga", "topk")})
     if rule == "best_random":
-        return len({r.placement[len("best_random_"):] for r in runs if r.placement.startswith("best_random_")})
+        return len({r.placement.source for r in runs if r.placement.method == "best_random"})
     if command == "best-placement":
         raise CostError(f"rule {rule}: a best-placement rule the cost model does not know")
     return 1  # a table, a figure, the report: one job each

@@ -1,8 +1,8 @@
 """The jobs of the Snakemake workflow: ``python -m adapter_placement.pipeline <command> JOB_JSON``.
 
 Each rule hands its job to one command as a JSON object (its ``params.job``): what to compute
-(``spec``, a pure function of the config, see ``experiments``), the paths of its ``input`` and its
-``output``. The commands do the I/O; the logic is in ``experiments`` (what runs), ``train``,
+(``spec``, a pure function of the config, see ``plan``), the paths of its ``input`` and its
+``output``. The commands do the I/O; the logic is in ``plan`` (what runs), ``train``,
 ``scores``, ``gga``, ``analysis`` (tables), ``figures`` and ``report``.
 
 ========================  ===================================================================
@@ -15,7 +15,7 @@ command                   job
 ``select-lr``             the lr (and steps) with the best mean validation accuracy
 ``scores``                head pre-training, then every score function of every edge
 ``select-placements``     GGA and top-k placements from the scores
-``best-placement``        the best single edge (Fig. 3) or random placement (Table 1)
+``best-placement``        the best random placement of Table 1 (by train loss)
 ``search-batch``          placement searches beyond the paper (``adapter_placement.search``)
 ``table`` / ``figure``    one table (CSV + Markdown) / one figure (PNG + PDF + its data CSV)
 ``report``                results/REPORT.md
@@ -125,7 +125,7 @@ def pretrain(job: Mapping) -> dict:
 
 def train_batch(job: Mapping) -> dict:
     """Train the runs (or lr trials) of one job, one after the other in this process, and write
-    the batch JSON: each run's key, folder, edges, lr, steps and metrics. A finished run is not
+    the batch JSON: each run's key, placement (its fields), folder, edges, lr, steps and metrics. A finished run is not
     redone (``train`` returns its metrics); a run whose loss diverges is recorded as such. The
     prefix cache is filled for all runs of the job first, one pass per split."""
     from .train import prefetch_nodes
@@ -135,12 +135,12 @@ def train_batch(job: Mapping) -> dict:
     resolved = [resolve_item(item) for item in items]
     prefetch_nodes((cfg, record["folder"]) for cfg, record in resolved if cfg is not None)
     results = []
-    for k, (item, (cfg, record)) in enumerate(zip(items, resolved), 1):
+    for k, (cfg, record) in enumerate(resolved, 1):
         started = time.perf_counter()
         result = record if cfg is None else train_resolved(cfg, record)
         status = result["status"]
         accuracy = result["metrics"].get("test_accuracy", result["metrics"].get("val_accuracy"))
-        log(f"run {k}/{len(items)} {item['folder']}: {status}, accuracy {accuracy}, "
+        log(f"run {k}/{len(items)} {record['folder']}: {status}, accuracy {accuracy}, "
             f"{time.perf_counter() - started:.1f}s")
         results.append(result)
     batch = {"items": results}
@@ -150,23 +150,25 @@ def train_batch(job: Mapping) -> dict:
 
 def resolve_item(item: Mapping) -> tuple:
     """A run's TrainConfig (its edges, and lr and steps from the selection) and its record, or
-    (None, the finished record) when the search that chooses its placement diverged."""
-    from .experiments import placement_edges
+    (None, the finished record) when the search that chooses its placement diverged. ``item`` is a
+    ``plan.RunSpec`` as JSON; the record holds its key and, apart, its placement's fields."""
+    from .plan import RunSpec
     from .train import TrainConfig
 
-    fields = dict(item["fields"])
-    derived = read_json(item["derived_file"]) if item.get("derived_file") else None
-    if derived is not None and item["placement"] in derived and derived[item["placement"]] is None:
-        return None, {"key": item["key"], "folder": item["folder"], "edges": [], "lr": None, "steps": 0,
-                      "status": "diverged", "error": f"the search that chooses {item['placement']} diverged",
-                      "metrics": {}}
-    edges = placement_edges(item["placement"], item["num_nodes"], derived)
-    if item.get("lr_file"):
-        chosen = read_json(item["lr_file"])
-        fields.update(lr=chosen["lr"], steps=chosen["steps"])
-    cfg = TrainConfig(edges=edges, **fields)
-    return cfg, {"key": item["key"], "folder": item["folder"], "edges": [list(e) for e in edges],
-                 "lr": cfg.lr, "steps": cfg.steps}
+    spec = RunSpec.from_json(item)
+    placement, io = spec.recipe.placement, spec.io
+    record = {"key": spec.key, "placement": placement.to_dict(), "folder": io.folder}
+    derived = read_json(io.derived_file) if io.derived_file else None
+    if derived is not None and derived.get(str(placement), []) is None:
+        return None, {**record, "edges": [], "lr": None, "steps": 0, "status": "diverged",
+                      "error": f"the search that chooses {placement} diverged", "metrics": {}}
+    edges = placement.edges(spec.num_nodes, derived)
+    lr, steps = spec.recipe.lr, spec.recipe.steps
+    if io.lr_file:
+        chosen = read_json(io.lr_file)
+        lr, steps = chosen["lr"], chosen["steps"]
+    cfg = TrainConfig.from_spec(spec, edges, lr, steps)
+    return cfg, {**record, "edges": [list(e) for e in edges], "lr": cfg.lr, "steps": cfg.steps}
 
 
 def train_resolved(cfg, record: Mapping) -> dict:
@@ -228,7 +230,7 @@ def compute_scores(job: Mapping) -> dict:
     from .backbones import describe
     from .data import load_task
     from .device import enable_tf32, resolve_device
-    from .experiments import head_steps
+    from .plan import head_steps
     from .models import load_model
     from .tracking import task_datasets, tracked_run
     from .data import num_classes_of
@@ -376,17 +378,19 @@ def select_placements(job: Mapping) -> dict:
 
 
 def best_placement(job: Mapping) -> dict:
-    """The best random placement of a dataset's Table 1 runs (or the best of any matching runs), by
-    the lowest mean train loss over seeds (``analysis.best_by_train_loss``: never by test accuracy,
+    """The best random placement of a dataset's Table 1 runs (or the best of the runs whose placement
+    has the spec's ``method``, e.g. "edge"), by the lowest mean train loss over seeds (``analysis.best_by_train_loss``: never by test accuracy,
     which Table 8 and Fig. 15 then report); a diverged run counts as an infinite loss."""
     from .analysis import SELECTED_ON, best_by_train_loss, load_runs
+    from .plan import Placement
 
     spec = job["spec"]
     runs = load_runs(job["input"]["batches"])
-    runs = runs[runs.placement.str.match(spec["pattern"]) & (runs.variant == spec["variant"])]
+    method = runs.placement.map(lambda name: Placement.parse(name).method)
+    runs = runs[(method == spec["method"]) & (runs.variant == spec["variant"])]
     best = best_by_train_loss(runs)
     if best is None:
-        raise ValueError(f"no finished runs match {spec['pattern']!r} for {spec['name']}")
+        raise ValueError(f"no finished runs of placement method {spec['method']!r} for {spec['name']}")
     mine = runs[runs.placement == best]
     chosen = {spec["name"]: mine.edges.iloc[0], "source": best, "selected_on": SELECTED_ON,
               "train_loss": float(mine.train_loss.mean()), "test_accuracy": float(mine.test_accuracy.mean())}

@@ -120,3 +120,22 @@ def all_edges(num_nodes: int) -> list[Edge]:
     """All n^2 edges in row-major order."""
     n = check_num_nodes(num_nodes)
     return [Edge(i, j) for i in range(n) for j in range(n)]
+
+
+def random_non_recurrent(num_nodes: int, count: int, seed: int) -> list[Edge]:
+    """``count`` distinct edges (i, j) with i <= j, uniformly, in row-major order (Table 7)."""
+    n = check_num_nodes(num_nodes)
+    candidates = [Edge(i, j) for i in range(n) for j in range(i, n)]
+    if not 1 <= count <= len(candidates):
+        raise ValueError(f"count must be in 1..{len(candidates)} (non-recurrent edges), got {count!r}")
+    picks = np.random.default_rng(seed).choice(len(candidates), size=count, replace=False)
+    return [candidates[k] for k in sorted(picks)]
+
+
+def spread(num_nodes: int, count: int) -> list[Edge]:
+    """``count`` parallel edges spaced evenly over the 2L positions, the first at (0, 1) (Fig. 9)."""
+    edges = parallel_all(num_nodes)
+    if not 1 <= count <= len(edges):
+        raise ValueError(f"spread needs 1..{len(edges)} adapters, got {count}")
+    step = len(edges) / count
+    return [edges[int(k * step)] for k in range(count)]

@@ -88,6 +88,19 @@ class TrainConfig:
         if self.data_sizes is not None:
             self.data_sizes = {str(k): int(v) for k, v in sorted(dict(self.data_sizes).items())}
 
+    @classmethod
+    def from_spec(cls, spec, edges, lr: float, steps: int) -> "TrainConfig":
+        """The config of a planned run (a ``plan.RunSpec``: its recipe and io) on ``edges``, with the
+        lr and steps it was given or that the lr selection chose."""
+        r, io = spec.recipe, spec.io
+        return cls(dataset=r.task, model=r.model, method=r.method, edges=edges, rank=r.rank,
+                   activation=r.activation, adapter_kind=r.kind, lr=lr, seed=r.seed, data_seed=r.data_seed,
+                   steps=steps, batch_size=r.batch_size, train_split=r.train_split, eval_splits=r.eval_splits,
+                   data_sizes=r.data_sizes, precision=r.precision, prefix_cache=io.prefix_cache,
+                   cache_dir=io.cache_dir, data_dir=io.data_dir, tracking_uri=io.tracking_uri,
+                   experiment=io.experiment, tags=dict(io.tags), progress=io.progress, device=io.device,
+                   micro_batch_size=io.micro_batch_size)
+
     def check(self) -> None:
         """Every value that can be checked without loading anything; ValueError names it."""
         if self.method not in METHODS:

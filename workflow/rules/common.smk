@@ -1,17 +1,18 @@
-# Helpers of every stage: the job JSON handed to `python -m adapter_placement.pipeline`, and the
-# wildcard constraints that keep the file patterns of the stages apart.
+# Helpers of every stage: the job JSON handed to `python -m adapter_placement.pipeline`, the wildcard
+# constraints that keep the file patterns of the stages apart, and the one rule that trains a
+# batch of runs of any training experiment (`training_rules`).
 import json
 from pathlib import Path
 
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
     model="|".join(config["models"]),
-    family="linear_probe|full_ft|adapters",
+    family="|".join(X.FAMILIES),
     batch=r"\d+",
     digest=r"[0-9a-f]+",
 
 PIPELINE = "python -m adapter_placement.pipeline"
-RUNS_PER_JOB = int(config["runs_per_job"])
+TRAIN_SHELL = PIPELINE + " train-batch {params.job:q} > {log} 2>&1"
 
 
 def job(spec):
@@ -30,22 +31,28 @@ def _named(files):
 
 
 def log_file(rule_name, pattern=""):
-    return f"{R}/logs/{rule_name}/{pattern}.log" if pattern else f"{R}/logs/{rule_name}.log"
+    return P.log_file(R, rule_name, pattern)
 
 
-def training_rule_inputs(experiment):
-    """Inputs of a training batch: data and model records, lr choices, derived placements."""
-    def inputs(wildcards):
-        items = X.batch_items(config, experiment, wildcards.dataset, int(wildcards.batch))
-        return X.batch_inputs(config, items)
-    return inputs
+def training_rules(experiments):
+    """Declare ``{experiment}_runs`` for each experiment: one job trains ``runs_per_job`` runs of one
+    dataset (``plan.jobs.batch_specs``) and writes their batch JSON."""
+    for _experiment in experiments:
+        rule:
+            name: f"{_experiment}_runs"
+            input:
+                unpack(lambda w, e=_experiment: X.batch_inputs(config, X.batch_specs(config, e, w.dataset, int(w.batch)))),
+            output:
+                batch=P.batch_file(R, _experiment, "{dataset}", "{batch}"),
+            log:
+                log_file(f"{_experiment}_runs", "{dataset}/batch{batch}"),
+            params:
+                **job(lambda w, e=_experiment: {"experiment": e, "items": [
+                    s.to_json() for s in X.batch_specs(config, e, w.dataset, int(w.batch))]}),
+            threads: config["threads_per_job"]
+            shell:
+                TRAIN_SHELL
 
 
-def training_rule_job(experiment):
-    return job(lambda w: {"experiment": experiment,
-                          "items": X.batch_items(config, experiment, w.dataset, int(w.batch))})
-
-
-TRAIN_SHELL = PIPELINE + " train-batch {params.job:q} > {log} 2>&1"
 TABLE_RULES = []   # filled by tables.smk
 FIGURE_RULES = []  # filled by figures.smk

@@ -3,7 +3,7 @@
 
 rule prepare_data:
     output:
-        info=f"{R}/data/{{dataset}}.json",
+        info=P.data_info_file(R, "{dataset}"),
     log:
         log_file("prepare_data", "{dataset}"),
     params:
@@ -16,7 +16,7 @@ rule model_info:
     input:
         weights=lambda w: [X.model_spec(config, w.model)] if config["models"][w.model].get("pretrain") else [],
     output:
-        info=f"{R}/models/{{model}}.json",
+        info=P.model_info_file(R, "{model}"),
     log:
         log_file("model_info", "{model}"),
     params:

@@ -4,20 +4,15 @@
 # A job trains runs_per_job trials of one dataset and model (all families together).
 
 
-def _trial_inputs(wildcards):
-    items = X.trial_items(config, wildcards.dataset, wildcards.model, int(wildcards.batch))
-    return X.batch_inputs(config, items)
-
-
 rule lr_trials:
     input:
-        unpack(_trial_inputs),
+        unpack(lambda w: X.batch_inputs(config, X.trial_specs(config, w.dataset, w.model, int(w.batch)))),
     output:
-        batch=f"{R}/batches/lr/{{dataset}}/{{model}}/batch{{batch}}.json",
+        batch=P.lr_batch_file(R, "{dataset}", "{model}", "{batch}"),
     log:
         log_file("lr_trials", "{dataset}/{model}/batch{batch}"),
     params:
-        **job(lambda w: {"items": X.trial_items(config, w.dataset, w.model, int(w.batch))}),
+        **job(lambda w: {"items": [s.to_json() for s in X.trial_specs(config, w.dataset, w.model, int(w.batch))]}),
     threads: config["threads_per_job"]
     shell:
         TRAIN_SHELL
@@ -27,7 +22,7 @@ rule select_lr:
     input:
         batches=lambda w: X.lr_batch_files(config, w.dataset, w.model, w.family),
     output:
-        choice=X.lr_file(R, "{dataset}", "{model}", "{family}"),
+        choice=P.lr_file(R, "{dataset}", "{model}", "{family}"),
     log:
         log_file("select_lr", "{dataset}/{model}/{family}"),
     params:

@@ -3,8 +3,8 @@
 
 rule pretrain_vit:
     output:
-        weights=f"{R}/pretrain/{{model}}-{{digest}}.safetensors",
-        meta=f"{R}/pretrain/{{model}}-{{digest}}.json",
+        weights=P.pretrained_weights(R, "{model}", "{digest}"),
+        meta=P.pretrained_meta(R, "{model}", "{digest}"),
     log:
         log_file("pretrain_vit", "{model}-{digest}"),
     params:

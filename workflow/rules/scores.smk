@@ -6,12 +6,12 @@
 
 rule scores:
     input:
-        head_lr=X.lr_file(R, "{dataset}", "{model}", "linear_probe"),
-        run_steps=X.lr_file(R, "{dataset}", "{model}", "adapters"),
-        data=f"{R}/data/{{dataset}}.json",
-        model=f"{R}/models/{{model}}.json",
+        head_lr=P.lr_file(R, "{dataset}", "{model}", "linear_probe"),
+        run_steps=P.lr_file(R, "{dataset}", "{model}", "adapters"),
+        data=P.data_info_file(R, "{dataset}"),
+        model=P.model_info_file(R, "{model}"),
     output:
-        scores=f"{R}/scores/{{dataset}}/{{model}}.json",
+        scores=P.scores_file(R, "{dataset}", "{model}"),
     log:
         log_file("scores", "{dataset}/{model}"),
     params:

@@ -1,5 +1,5 @@
-"""The pipeline's planning (pure functions of the config), placement names, config checks, the
-App. K FLOP formulas and the lr selection: fast, no training."""
+"""The pipeline's plan (pure functions of the config): runs, placement names as values, job specs,
+paths, config checks; the App. K FLOP formulas and the lr selection: fast, no training."""
 import copy
 import json
 from pathlib import Path
@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adapter_placement import experiments as X
+from adapter_placement import plan as X
+from adapter_placement.plan import Placement, paths
 from adapter_placement import placements
 from adapter_placement.flops import forward_flops
 from adapter_placement.data import known_tasks
@@ -50,9 +51,9 @@ def test_table5_trains_every_grid_edge_at_its_own_rank(embedded):
     config["experiments"]["table5"]["ranks"] = [4, 1]
     runs = X.plan(config, "table5")
     assert len(runs) == 2 * (1 + 16) * 2 == 68
-    singles = {(r.placement, r.rank) for r in runs if r.placement != "ffn_parallel"}
+    singles = {(str(r.placement), r.rank) for r in runs if r.placement.method == "edge"}
     assert ("edge_12_0", 24) in singles and ("edge_4_8", 6) in singles and len(singles) == 32
-    assert {r.rank for r in runs if r.placement == "ffn_parallel"} == {4, 1}
+    assert {r.rank for r in runs if r.placement == Placement("ffn_parallel")} == {4, 1}
 
 
 def test_batches_partition_the_plan(embedded):
@@ -87,38 +88,39 @@ def test_run_folders_and_cells_are_unique(paper):
     ("none", 25, []),
 ])
 def test_placement_names(name, n, expected):
-    assert X.placement_edges(name, n) == expected
+    assert Placement.parse(name).edges(n) == expected
 
 
 def test_random_placements_are_the_seeded_draws():
-    assert X.placement_edges("random24_017", 25) == placements.random(25, 24, seed=17)
-    nr = X.placement_edges("randnr12_003", 25)
+    assert Placement.parse("random24_017").edges(25) == placements.random(25, 24, seed=17)
+    nr = Placement.parse("randnr12_003").edges(25)
     assert len(nr) == 12 and all(i <= j for i, j in nr)
-    assert nr == X.placement_edges("randnr12_003", 25)  # deterministic
-    assert len(X.placement_edges("all_edges", 13)) == 169
+    assert nr == Placement("randnr", count=12, seed=3).edges(25)  # deterministic
+    assert len(Placement("all_edges").edges(13)) == 169
 
 
 def test_derived_and_unknown_placements():
     derived = {"gga_3": [[0, 1], [4, 2], [12, 12]]}
-    assert X.placement_edges("gga_3", 13, derived) == [(0, 1), (4, 2), (12, 12)]
-    with pytest.raises(ValueError, match="unknown placement"):
-        X.placement_edges("gga_3", 13)  # its file was not read
-    with pytest.raises(ValueError, match="unknown placement"):
-        X.placement_edges("diagonal_3", 13)
+    assert Placement.parse("gga_3").edges(13, derived) == [(0, 1), (4, 2), (12, 12)]
+    with pytest.raises(ValueError, match="'gga_3' comes from results"):
+        Placement.parse("gga_3").edges(13)  # its file was not read
+    with pytest.raises(ValueError, match="unknown placement 'diagonal_3'"):
+        Placement.parse("diagonal_3")
     with pytest.raises(ValueError, match="outside the nodes"):
-        X.placement_edges("edge_3_13", 13)
-    assert X.derived_placement_file("r", "sst2", "minilm", "best_random_mnli") == "r/placements/mnli/best_random.json"
-    assert X.gga_parameters({"experiments": {"fig6ab": {"gamma": 0.6}}}, "gga_40_g0.8") == (40, 0.8)
-    assert X.gga_parameters({"experiments": {"fig6ab": {"gamma": 0.6}}}, "topk_6") == (6, 0.0)
+        Placement.parse("edge_3_13").edges(13)
+    best = Placement.parse("best_random_mnli")
+    assert paths.derived_placement_file("r", "sst2", "minilm", best) == "r/placements/mnli/best_random.json"
+    assert X.gga_parameters({"experiments": {"fig6ab": {"gamma": 0.6}}}, Placement.parse("gga_40_g0.8")) == (40, 0.8)
+    assert X.gga_parameters({"experiments": {"fig6ab": {"gamma": 0.6}}}, Placement.parse("topk_6")) == (6, 0.0)
 
 
 def test_every_planned_placement_resolves(paper, embedded):
     for config in (paper, embedded):
         for experiment in X.TRAINING_EXPERIMENTS:
             for run in X.plan(config, experiment):
-                assert X.is_known_placement(run.placement), run
-                if X.run_item(config, run)["derived_file"] is None:
-                    X.placement_edges(run.placement, X.num_nodes(config, run.model))
+                assert Placement.parse(str(run.placement)) == run.placement, run
+                if X.run_spec(config, run).io.derived_file is None:
+                    run.placement.edges(X.num_nodes(config, run.model))
 
 
 def test_lr_selection_covers_every_family_the_runs_use(paper):
@@ -128,7 +130,7 @@ def test_lr_selection_covers_every_family_the_runs_use(paper):
             assert (run.dataset, run.model, run.family) in families
     trials = X.lr_trials(paper, "svhn", "vitb", "adapters")
     assert len(trials) == 4 * 2 * 3  # lrs x steps {500, 2000} x seeds
-    assert {t.placement for t in trials} == {"parallel_all"}
+    assert {str(t.placement) for t in trials} == {"parallel_all"}
 
 
 def test_a_changed_value_changes_only_the_plans_it_affects(embedded):
@@ -211,3 +213,77 @@ def test_select_lr_by_mean_val_accuracy_with_diverged_trials(tmp_path):
     assert json.loads(out.read_text())["candidates"][1]["diverged"] == 1
     single = select_lr({"spec": {**job["spec"], "grid": [[0.5, 7]]}, "input": {}, "output": {"choice": str(out)}})
     assert (single["lr"], single["steps"], single["candidates"]) == (0.5, 7, [])
+
+
+# ---------------------------------------------------------------- placements as values, job specs
+
+EVERY_FORM = ["none", "parallel_all", "sequential_all", "ffn_parallel", "all_edges", "parallel_7", "edge_24_6",
+              "edge_0_0", "first_3", "last_12", "spread_6", "random24_017", "randnr12_003", "gga_12",
+              "gga_40_g0.8", "topk_6", "topk_6_g0.5", "best_random_clevr_count", "iterative_gga12_000",
+              "edge_switch3_002", "prune_magnitude6_001", "prune_taylor24_000"]
+
+
+@pytest.mark.parametrize("name", EVERY_FORM)
+def test_every_placement_name_round_trips(name):
+    placement = Placement.parse(name)
+    assert placement.format() == str(placement) == name
+    assert Placement(**{k: v for k, v in placement.to_dict().items() if k != "name"}) == placement
+
+
+def test_every_planned_name_is_one_of_the_forms(paper, embedded):
+    forms = {Placement.parse(name).method for name in EVERY_FORM}
+    for config in (paper, embedded):
+        assert {r.placement.method for e in X.TRAINING_EXPERIMENTS for r in X.plan(config, e)} <= forms
+
+
+@pytest.mark.parametrize("name, message", [
+    ("diagonal_3", "unknown placement 'diagonal_3'"), ("random24_17", "'random24_17' is not written as .*'random24_017'"),
+    ("gga_3_g1.0", "'gga_3_g1.0' is not written as .*'gga_3_g1'"), ("edge_1", "unknown placement 'edge_1'"),
+])
+def test_a_bad_placement_name_is_named_in_the_error(name, message):
+    with pytest.raises(ValueError, match=message):
+        Placement.parse(name)
+    with pytest.raises(ValueError, match="no placement 'edge' with fields"):
+        Placement("edge", i=1)
+
+
+def test_placement_fields_say_what_the_tables_parse_from_names_today():
+    # method: the selection method of Fig. 6 and the search table (analysis.method_of on the name)
+    assert [Placement.parse(n).method for n in ("gga_3", "topk_3", "random3_001", "first_3", "last_3")] == [
+        "gga", "topk", "random", "first", "last"]
+    assert Placement.parse("edge_switch12_000").method == "edge_switch"
+    # single_edge: analysis._edge_of
+    assert Placement.parse("edge_4_2").single_edge == (4, 2) and Placement.parse("parallel_3").single_edge == (2, 3)
+    assert Placement.parse("parallel_all").single_edge is None and Placement.parse("first_1").single_edge is None
+    assert [Placement.parse(f"parallel_{k}").sublayer for k in (1, 2)] == ["MHA", "FFN"]
+    assert [Placement.parse(n).size for n in ("none", "edge_1_1", "random24_000", "gga_40_g0.8", "all_edges")] == [
+        0, 1, 24, 40, None]
+    assert Placement.parse("gga_3").from_results and not Placement.parse("randnr3_000").from_results
+
+
+def test_run_specs_round_trip_through_json(embedded):
+    for experiment in X.TRAINING_EXPERIMENTS:
+        for run in X.plan(embedded, experiment)[:5]:
+            spec = X.run_spec(embedded, run)
+            assert X.RunSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+            assert spec.to_json()["recipe"]["placement"] == run.placement.to_dict()
+    trial = X.lr_trials(embedded, "inat18", "vit", "adapters")[0]
+    spec = X.trial_spec(embedded, trial)
+    assert X.RunSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+    assert (spec.recipe.lr, spec.recipe.steps, spec.io.lr_file) == (trial.lr, trial.steps, None)
+
+
+def test_a_run_spec_is_the_train_config_of_the_run(embedded):
+    from adapter_placement.train import TrainConfig
+
+    run = next(r for r in X.plan(embedded, "fig9") if r.activation == "relu")
+    spec = X.run_spec(embedded, run)
+    cfg = TrainConfig.from_spec(spec, run.placement.edges(spec.num_nodes), 0.01, 30)
+    entry = embedded["datasets"][run.dataset]
+    assert (cfg.dataset, cfg.model, cfg.activation, cfg.rank, cfg.seed) == (
+        entry["task"], X.model_spec(embedded, run.model), "relu", run.rank, run.seed)
+    assert (cfg.train_split, cfg.eval_splits, cfg.lr, cfg.steps, cfg.progress) == ("train+val", ("test",), 0.01, 30, False)
+    assert cfg.tags["placement"] == str(run.placement) and cfg.tags["variant"] == run.variant
+    assert spec.io.folder == run.folder("results") == paths.run_folder(
+        "results", "fig9", run.dataset, run.variant, str(run.placement), run.seed)
+    assert spec.io.lr_file == paths.lr_file("results", run.dataset, run.model, "adapters")
