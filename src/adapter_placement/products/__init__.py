@@ -14,6 +14,7 @@ import pandas as pd
 from . import baselines, costs, gga, scores, single, text, variants
 from .product import Product
 
+
 # The order of the modules and of each module's products is the order of the findings in the report.
 MODULES = (single, baselines, scores, gga, variants, text, costs)
 

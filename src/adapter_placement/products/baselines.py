@@ -14,6 +14,7 @@ from ..analysis import (MISSING, count_text, load_runs, pair_text, pairs_by_data
 from .evidence import HEALTHY, Finding, Health, is_bad, pooled_of, seeds_of, tally, welch_cells
 from .product import Batches, Product
 
+
 PAPER_METHOD = {"full_ft": "full_ft", "linear_probe": "linear_probe", "parallel_all": "parallel_24",
                 "sequential_all": "sequential_24", "extended_max": "extended_max_24"}
 

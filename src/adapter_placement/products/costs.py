@@ -17,6 +17,7 @@ from .drawing import plt, sns
 from .evidence import Finding, fmt
 from .product import Batches, ModelInfos, Product, Scores, SearchFiles
 
+
 def appk_table(scores: list[Mapping], models: Mapping[str, Mapping], table1_runs: pd.DataFrame,
                batch_sizes: Mapping[str, int]) -> pd.DataFrame:
     """Analytic FLOPs of scoring and of each Table 1 placement, next to measured seconds."""

@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 
 from .. import verdicts as V
-from ..analysis import cell_text, first_value, load_runs, lookup, method_of, number, pair_text, read_json, single_edges, summarise
+from ..analysis import (cell_text, first_value, load_runs, lookup, method_of, number, pair_text, read_json, single_edges,
+                        summarise)
 from ..gga import gga_select
 from .baselines import baselines
 from .drawing import baseline_lines, edge_matrix, plt, sns
 from .evidence import HEALTHY, Finding, Health, fmt, healthy, is_bad, seeds_of, tally, welch_rows
 from .product import Batches, Product, Scores
+
 
 def table5(runs: pd.DataFrame, ranks: list[int], blocks: int) -> pd.DataFrame:
     """L FFN-parallel adapters of rank r vs one adapter of rank L*r on the best grid edge (App. I).

@@ -16,6 +16,7 @@ from .drawing import grid_axes, plt, sns
 from .evidence import HEALTHY, Finding, Health, fmt, tally
 from .product import Batches, Product, Scores
 
+
 PAPER_FUNCTION = {"min_col": "min_abs_column_sum", "max_col": "max_abs_column_sum", "frobenius": "frobenius",
                   "spectral": "spectral", "nuclear": "nuclear", "srank": "srank_eta0.01"}
 

@@ -17,6 +17,7 @@ from .drawing import LINE_STYLE, baseline_lines, edge_matrix, grid_axes, plt, sn
 from .evidence import HEALTHY, Finding, Health, fmt, healthy, is_bad, percent, pooled_of, seeds_of, tally
 from .product import Batches, Product, grid_nodes
 
+
 def fig1_data(runs: pd.DataFrame) -> pd.DataFrame:
     """Per dataset and parallel position k: mean accuracy (%), block and sub-layer (Fig. 1, 7)."""
     out = summarise(runs, ["dataset", "placement"], scale=100)

@@ -17,6 +17,7 @@ from .drawing import plt
 from .evidence import HEALTHY, Finding, Health, fmt, healthy, is_bad, seeds_of, welch_rows
 from .product import Batches, Product
 
+
 def table7(runs: pd.DataFrame, table1_runs: pd.DataFrame, dataset: str, n_adapters: int) -> pd.DataFrame:
     """Best random non-recurrent placement of N vs first-N, last-N, and Table 1's references."""
     mine = runs[runs.dataset == dataset]

@@ -14,6 +14,7 @@ from .drawing import edge_matrix, plt, sns
 from .evidence import HEALTHY, Finding, Health, fmt, healthy, pooled_of, seeds_of, tally
 from .product import Batches, Product, grid_nodes
 
+
 def fig8_data(linear_runs: pd.DataFrame, fig3_runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
     """Per grid edge: linear and non-linear single-adapter test accuracy (%, Fig. 8), with the
     Pearson and Spearman correlations over the edges (App. D reports both) on every row."""
