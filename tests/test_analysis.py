@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 
 from adapter_placement import analysis
+from adapter_placement.products import baselines, scores, single
+from adapter_placement import verdicts as V
 
 
 def batch(tmp_path, name, runs):
@@ -32,7 +34,7 @@ def test_table1_takes_the_best_random_draw_by_mean_over_seeds(tmp_path):
     runs += [("sst2", "sequential_all", s, 0.7, {}) for s in (0, 1)]
     runs += [("sst2", "random24_000", s, a, {}) for s, a in ((0, 0.95), (1, 0.65))]  # mean 0.80, one lucky seed
     runs += [("sst2", "random24_001", s, a, {}) for s, a in ((0, 0.86), (1, 0.84))]  # mean 0.85: the best
-    table = analysis.table1(analysis.load_runs([batch(tmp_path, "t1", runs)]), ["sst2"]).set_index("method")
+    table = baselines.table1(analysis.load_runs([batch(tmp_path, "t1", runs)]), ["sst2"]).set_index("method")
     best = table.loc["extended_max"]
     assert best.placement == "random24_001" and best["mean"] == pytest.approx(85.0) and best["std"] == pytest.approx(1.0)
     assert best.draws == 2 and best.run_ids == "sst2-random24_001-0;sst2-random24_001-1"
@@ -43,7 +45,7 @@ def test_table1_takes_the_best_random_draw_by_mean_over_seeds(tmp_path):
 def test_single_edges_kinds_and_table3(tmp_path):
     fig1 = [("d", f"parallel_{k}", 0, 0.5 + k / 100, {}) for k in (1, 2)]
     fig3 = [("d", "edge_0_0", 0, 0.4, {}), ("d", "edge_3_0", 0, 0.7, {}), ("d", "edge_0_3", 0, 0.6, {})]
-    table = analysis.table3(analysis.load_runs([batch(tmp_path, "f1", fig1)]),
+    table = single.table3(analysis.load_runs([batch(tmp_path, "f1", fig1)]),
                             analysis.load_runs([batch(tmp_path, "f3", fig3)]), ["d"]).set_index("adapter_type")
     assert table.loc["parallel", "edge"] == "(1, 2)"
     assert table.loc["recurrent", "edge"] == "(3, 0)" and table.loc["recurrent", "mean"] == pytest.approx(70.0)
@@ -56,9 +58,9 @@ def test_score_correlations_against_a_known_ranking(tmp_path):
     matrix = np.zeros((7, 7))
     for i, j in zip(edges.i, edges.j):
         matrix[i, j] = i + 2 * j  # the same order as accuracy, the reverse of train loss
-    c = analysis.score_correlations(edges, matrix)
+    c = scores.score_correlations(edges, matrix)
     assert c["test_accuracy_spearman"] == pytest.approx(1.0) and c["train_loss_spearman"] == pytest.approx(-1.0)
-    assert math.isnan(analysis.spearman([1, 1, 1], [1, 2, 3])[0])
+    assert math.isnan(V.spearman([1, 1, 1], [1, 2, 3])[0])
 
 
 def test_markdown_rounds_and_shortens_run_ids():

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adapter_placement import figures
+from adapter_placement import figures, products
 
 matplotlib.use("Agg")
 approx = pytest.approx
@@ -81,6 +81,13 @@ def world(tmp_path_factory):
     return tmp, inputs, context
 
 
+def build_figure(name, context, inputs):
+    """(data, draw) of the figure product ``name``: its frame, and a function that draws it."""
+    product = products.PRODUCTS[name]
+    data = product.compute(context, inputs)
+    return data, lambda: product.draw(data, context, inputs)
+
+
 def inputs_of(name, inputs):
     """What the figure's rule hands it (figures.smk): one scores file or all of the Fig. 3 datasets'."""
     out = {k: v for k, v in inputs.items() if k != "scores_by_dataset"}
@@ -136,7 +143,7 @@ PLOTS = {
 def test_each_figure_draws_its_frame_and_writes_a_png(world, name, tmp_path):
     _, inputs, context = world
     columns, known = PLOTS[name]
-    data, draw = figures.build_figure(name, context, inputs_of(name, inputs))
+    data, draw = build_figure(name, context, inputs_of(name, inputs))
     assert known(data), data
     fig = draw()
     for column in columns:
@@ -153,7 +160,7 @@ def test_each_figure_draws_its_frame_and_writes_a_png(world, name, tmp_path):
 
 def test_fig5_plots_each_edges_score_against_its_accuracy(world):
     _, inputs, context = world
-    _, draw = figures.build_figure("fig5", context, inputs_of("fig5", inputs))
+    _, draw = build_figure("fig5", context, inputs_of("fig5", inputs))
     fig = draw()
     # inat18: srank at (0,0), (0,2), (2,0), (2,2) = 1, 2, 7, 8; accuracies (mean of seeds) 11, 21, 41, 31 %
     offsets = np.asarray(sorted(map(tuple, np.asarray(fig.axes[0].collections[0].get_offsets()).tolist())))
@@ -164,7 +171,7 @@ def test_fig5_plots_each_edges_score_against_its_accuracy(world):
 
 def test_fig8_title_gives_pearson_and_spearman(world):
     _, inputs, context = world
-    data, draw = figures.build_figure("fig8", context, inputs_of("fig8", inputs))
+    data, draw = build_figure("fig8", context, inputs_of("fig8", inputs))
     fig = draw()
     # linear 75, 70, 95, 90 vs non-linear 61, 71, 91, 81 (mean of two seeds): ranks (2, 1, 4, 3) vs
     # (1, 2, 4, 3), Spearman 0.8; Pearson 400 / sqrt(425 * 500) = 0.87
@@ -177,7 +184,7 @@ def test_fig8_title_gives_pearson_and_spearman(world):
 
 def test_fig14_heatmaps_are_the_discount_and_the_scores_after_selection(world):
     _, inputs, context = world
-    data, draw = figures.build_figure("fig14", context, inputs_of("fig14", inputs))
+    data, draw = build_figure("fig14", context, inputs_of("fig14", inputs))
     fig = draw()
     left, right = (np.ma.filled(np.ma.asarray(ax.collections[0].get_array(), float), np.nan).reshape(3, 3)
                    for ax in fig.axes[:2])  # the colour bars' axes come after

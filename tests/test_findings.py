@@ -16,14 +16,33 @@ import pytest
 from scipy import stats
 
 from adapter_placement import report as R
+from adapter_placement.products import baselines, costs, gga, scores, single, text, variants
+from adapter_placement.products import evidence as E
 from adapter_placement import verdicts as V
 
 REP, NOT, INC, DIV = V.REPRODUCED, V.NOT_REPRODUCED, V.INCONCLUSIVE, V.DIVERGED
 POOLED = math.sqrt(1.5)
 
 
+def finding_linear(fig8, health=E.HEALTHY):
+    """Both Fig. 8 findings: (the edges rank alike, linear is better)."""
+    return [variants.finding_linear_rank(fig8, health), variants.finding_linear_better(fig8, health)]
+
+
+def finding_activations(fig9, health=E.HEALTHY, seeds=1):
+    """The Fig. 9 findings: activations alike, and (where judged) the gap growing with N."""
+    found = [variants.finding_activations_alike(fig9, health, seeds), variants.finding_nonlinearity_grows(fig9, health, seeds)]
+    return [f for f in found if f is not None]
+
+
+def finding_table7(table7, paper7, health=E.HEALTHY, seeds=1):
+    """Both Table 7 findings: (best non-recurrent beats first-k and last-k, first-k beats last-k)."""
+    return [text.finding_nonrecurrent_beats_first_last(table7, paper7, health, seeds),
+            text.finding_first_beats_last(table7, paper7, health, seeds)]
+
+
 def collapsed(*ids):
-    return R.Health(frozenset(ids))
+    return E.Health(frozenset(ids))
 
 
 # ---------------------------------------------------------------- verdicts.py
@@ -115,12 +134,12 @@ def test_health_from_run_records():
         {"experiment": "table1", "dataset": "sst2", "status": "diverged", "train_loss": math.nan, "run_id": "c"},
         {"experiment": "fig3", "dataset": "mnli", "status": "finished", "train_loss": 1.09, "run_id": "d"},
     ])
-    health = R.health_from_runs(runs, R.classes_from_chance({"sst2": 50.0, "mnli": 100 / 3}))
+    health = E.health_from_runs(runs, E.classes_from_chance({"sst2": 50.0, "mnli": 100 / 3}))
     assert health.diverged_ids == {"a", "c", "d"}
     assert health.cell("b;a") and not health.cell("b") and not health.cell(math.nan)
     assert health.shares[("table1", "sst2")] == pytest.approx(2 / 3) and health.dataset("table1", "sst2")
     assert health.dataset("fig3", "mnli") and not health.dataset("fig3", "sst2")
-    assert not R.Health(shares={("fig3", "x"): 0.5}).dataset("fig3", "x")  # exactly half: not "most"
+    assert not E.Health(shares={("fig3", "x"): 0.5}).dataset("fig3", "x")  # exactly half: not "most"
 
 
 # ---------------------------------------------------------------- Table 1
@@ -145,46 +164,46 @@ def pairs(values, better="extended_max", worse="parallel_all"):
 
 def test_random_beats_parallel_decided_by_welch_per_dataset():
     clear = pairs({"a": (80, 70), "b": (60, 50), "c": (70.5, 70)})  # t = 10, 10, 0.5
-    finding = R.finding_random_beats_parallel(clear, PAPER1, seeds=3)
+    finding = baselines.finding_random_beats_parallel(clear, PAPER1, seeds=3)
     assert finding["verdict"] == REP and "a t=10.00" in finding["statistic"]
     assert finding["paper"] == "higher on 1 of 1 datasets" and finding["ours"].startswith("clearly higher on 2 of 3")
     opposite = pairs({"a": (70, 80), "b": (50, 60), "c": (70, 70.5)})
-    assert R.finding_random_beats_parallel(opposite, PAPER1)["verdict"] == NOT
+    assert baselines.finding_random_beats_parallel(opposite, PAPER1)["verdict"] == NOT
     noise = pairs({"a": (70.8, 70), "b": (50, 50.5), "c": (70.5, 70)})
-    assert R.finding_random_beats_parallel(noise, PAPER1)["verdict"] == INC
+    assert baselines.finding_random_beats_parallel(noise, PAPER1)["verdict"] == INC
 
 
 def test_random_beats_parallel_at_exactly_half_and_at_a_tie():
     half = pairs({"a": (80, 70), "b": (80, 70), "c": (70.5, 70), "d": (70, 70.5)})
-    assert R.finding_random_beats_parallel(half, PAPER1)["verdict"] == REP
+    assert baselines.finding_random_beats_parallel(half, PAPER1)["verdict"] == REP
     tie = pairs({"a": (80, 70), "b": (80, 70), "c": (70, 80), "d": (70, 80)})
-    assert R.finding_random_beats_parallel(tie, PAPER1)["verdict"] == INC
+    assert baselines.finding_random_beats_parallel(tie, PAPER1)["verdict"] == INC
 
 
 def test_random_beats_parallel_needs_a_noise_estimate_and_skips_missing_cells():
     one_seed = table1([("extended_max", "a", 90, 0.0, 1), ("parallel_all", "a", 50, 0.0, 1)])
-    assert R.finding_random_beats_parallel(one_seed, PAPER1)["verdict"] == INC  # 40 points, but no noise known
+    assert baselines.finding_random_beats_parallel(one_seed, PAPER1)["verdict"] == INC  # 40 points, but no noise known
     missing = pairs({"a": (80, 70), "b": (math.nan, 70)})
-    finding = R.finding_random_beats_parallel(missing, PAPER1)
+    finding = baselines.finding_random_beats_parallel(missing, PAPER1)
     assert finding["verdict"] == REP and "b" not in finding["statistic"].split("(")[0]
 
 
 def test_random_beats_parallel_with_collapsed_runs():
     clear = pairs({"a": (80, 70), "b": (50, 60), "c": (80, 70)})
-    assert R.finding_random_beats_parallel(clear, PAPER1)["verdict"] == REP
+    assert baselines.finding_random_beats_parallel(clear, PAPER1)["verdict"] == REP
     # b's contradiction is a collapsed run: left out; a and c still decide
-    assert R.finding_random_beats_parallel(clear, PAPER1, collapsed("parallel_all-b"))["verdict"] == REP
+    assert baselines.finding_random_beats_parallel(clear, PAPER1, collapsed("parallel_all-b"))["verdict"] == REP
     everything = collapsed("extended_max-a", "extended_max-b", "extended_max-c")
-    assert R.finding_random_beats_parallel(clear, PAPER1, everything)["verdict"] == DIV
+    assert baselines.finding_random_beats_parallel(clear, PAPER1, everything)["verdict"] == DIV
     counted = clear.assign(diverged=np.where(clear.method == "extended_max", 1, 0))  # the table's own count
-    assert R.finding_random_beats_parallel(counted, PAPER1)["verdict"] == DIV
+    assert baselines.finding_random_beats_parallel(counted, PAPER1)["verdict"] == DIV
 
 
 def test_adapters_vs_probe():
     clear = pairs({"a": (80, 70), "b": (60, 50)}, "parallel_all", "linear_probe")
-    assert R.finding_adapters_vs_probe(clear, PAPER1)["verdict"] == REP
+    assert baselines.finding_adapters_vs_probe(clear, PAPER1)["verdict"] == REP
     opposite = pairs({"a": (70, 80), "b": (50, 60)}, "parallel_all", "linear_probe")
-    assert R.finding_adapters_vs_probe(opposite, PAPER1)["verdict"] == NOT
+    assert baselines.finding_adapters_vs_probe(opposite, PAPER1)["verdict"] == NOT
 
 
 # ---------------------------------------------------------------- Fig. 1, Fig. 7
@@ -201,32 +220,32 @@ def fig1(means_by_dataset, std=1.0):
 
 def test_single_placement_matters_by_anova():
     clear = fig1({"a": [50, 60, 70, 80], "b": [80, 70, 60, 50]})
-    finding = R.finding_single_placement_matters(clear)
+    finding = single.finding_single_placement_matters(clear)
     assert finding["verdict"] == REP and "{'a': 4, 'b': 1}" in finding["ours"]
     flat = fig1({"a": [70, 70.2, 69.9, 70.1], "b": [50, 50.3, 50, 50.1]})  # spread 0.3 < 2 pooled std
-    assert R.finding_single_placement_matters(flat)["verdict"] == NOT
+    assert single.finding_single_placement_matters(flat)["verdict"] == NOT
     # std 3: spread 7.5 > 2 pooled std (7.35) but F = 3.125 on (3, 8) df, p = 0.088: undecided
     middle = fig1({"a": [70, 70, 70, 77.5]}, std=3.0)
     assert stats.f.sf(3.125, 3, 8) > 0.05
-    assert R.finding_single_placement_matters(middle)["verdict"] == INC
+    assert single.finding_single_placement_matters(middle)["verdict"] == INC
 
 
 def test_single_placement_matters_with_collapsed_runs():
     clear = fig1({"a": [50, 60, 70, 80]})
-    assert R.finding_single_placement_matters(clear, collapsed("a-1", "a-2", "a-3", "a-4"))["verdict"] == DIV
+    assert single.finding_single_placement_matters(clear, collapsed("a-1", "a-2", "a-3", "a-4"))["verdict"] == DIV
     # the collapsed position (50) is left out: 60, 70, 80 still differ
-    assert R.finding_single_placement_matters(clear, collapsed("a-1"))["verdict"] == REP
+    assert single.finding_single_placement_matters(clear, collapsed("a-1"))["verdict"] == REP
 
 
 def test_mha_ffn():
     similar = fig1({"a": [70, 70.5, 60, 60.5]})  # mean |MHA - FFN| = 0.5 <= 2.449, Welch t = 0.5
-    assert R.finding_mha_ffn(similar)["verdict"] == REP
+    assert single.finding_mha_ffn(similar)["verdict"] == REP
     different = fig1({"a": [80, 70, 60, 50]})  # t = 10 per block, p = 0.0006 < 0.05 / 2
-    assert R.finding_mha_ffn(different)["verdict"] == NOT
+    assert single.finding_mha_ffn(different)["verdict"] == NOT
     middle = fig1({"a": [73, 70, 63, 60]})  # gap 3 > 2.449 but t = 3, p = 0.04 > 0.025 (Bonferroni)
     assert 0.025 < 2 * stats.t.sf(3, 4) < 0.05
-    assert R.finding_mha_ffn(middle)["verdict"] == INC
-    assert R.finding_mha_ffn(similar, collapsed("a-1", "a-3"))["verdict"] == DIV  # no MHA left
+    assert single.finding_mha_ffn(middle)["verdict"] == INC
+    assert single.finding_mha_ffn(similar, collapsed("a-1", "a-3"))["verdict"] == DIV  # no MHA left
 
 
 # ---------------------------------------------------------------- Table 3, Fig. 3
@@ -247,25 +266,25 @@ def kinds(recurrent, best_other=0.70):
 
 def test_recurrent_best_within_pooled_std_bands():
     # pooled std of two cells of std 0.01 over 3 seeds: 0.01225
-    assert R.finding_recurrent_best(table3({"a": kinds(0.80), "b": kinds(0.70)}), PAPER3, seeds=3)["verdict"] == REP
-    finding = R.finding_recurrent_best(table3({"a": kinds(0.60), "b": kinds(0.50)}), PAPER3, seeds=3)
+    assert single.finding_recurrent_best(table3({"a": kinds(0.80), "b": kinds(0.70)}), PAPER3, seeds=3)["verdict"] == REP
+    finding = single.finding_recurrent_best(table3({"a": kinds(0.60), "b": kinds(0.50)}), PAPER3, seeds=3)
     assert finding["verdict"] == NOT and finding["paper"] == "1 of 1 datasets"
-    assert R.finding_recurrent_best(table3({"a": kinds(0.685)}), PAPER3, seeds=3)["verdict"] == INC  # -1.22 pooled std
-    assert R.finding_recurrent_best(table3({"a": kinds(0.80)}), PAPER3, seeds=1)["verdict"] == INC  # no noise estimate
-    assert R.finding_recurrent_best(table3({"a": kinds(0.80)}), PAPER3, collapsed("recurrent-a"), 3)["verdict"] == DIV
+    assert single.finding_recurrent_best(table3({"a": kinds(0.685)}), PAPER3, seeds=3)["verdict"] == INC  # -1.22 pooled std
+    assert single.finding_recurrent_best(table3({"a": kinds(0.80)}), PAPER3, seeds=1)["verdict"] == INC  # no noise estimate
+    assert single.finding_recurrent_best(table3({"a": kinds(0.80)}), PAPER3, collapsed("recurrent-a"), 3)["verdict"] == DIV
 
 
 def test_single_vs_parallel_converts_table3_fractions_to_percent():
     pa = table1([("parallel_all", "a", 79.0)])
     # 0.80 is 80 %: one point above PA (79 +- 1): matched. Compared as 0.80 vs 79 it would be 78 points behind
-    finding = R.finding_single_vs_parallel(table3({"a": kinds(0.80)}), pa, seeds=3)
+    finding = single.finding_single_vs_parallel(table3({"a": kinds(0.80)}), pa, seeds=3)
     assert finding["verdict"] == REP and finding["ours"] == "matched on a" and "a 1.00 points" in finding["statistic"]
     percent = table3({"a": {k: 100 * v for k, v in kinds(0.80).items()}}, std=1.0)
-    assert R.finding_single_vs_parallel(percent, pa, seeds=3)["verdict"] == REP
-    assert R.finding_single_vs_parallel(table3({"a": kinds(0.60)}), pa, seeds=3)["verdict"] == NOT  # 19 behind
-    assert R.finding_single_vs_parallel(table3({"a": kinds(0.77)}), pa, seeds=3)["verdict"] == INC  # 2 behind: -1.6 pooled
+    assert single.finding_single_vs_parallel(percent, pa, seeds=3)["verdict"] == REP
+    assert single.finding_single_vs_parallel(table3({"a": kinds(0.60)}), pa, seeds=3)["verdict"] == NOT  # 19 behind
+    assert single.finding_single_vs_parallel(table3({"a": kinds(0.77)}), pa, seeds=3)["verdict"] == INC  # 2 behind: -1.6 pooled
     pa_gone = collapsed("parallel_all-a")
-    assert R.finding_single_vs_parallel(table3({"a": kinds(0.80)}), pa, pa_gone, 3)["verdict"] == DIV
+    assert single.finding_single_vs_parallel(table3({"a": kinds(0.80)}), pa, pa_gone, 3)["verdict"] == DIV
 
 
 # ---------------------------------------------------------------- Fig. 4, 5, 11, 13, Table 4
@@ -277,12 +296,12 @@ def fig4(pair, others):
 
 
 def test_dataset_correlation_by_fisher_z():
-    assert R.finding_dataset_correlation(fig4(0.9, [0.1, 0.0]), 28)["verdict"] == REP
-    assert R.finding_dataset_correlation(fig4(0.0, [0.9, 0.8]), 28)["verdict"] == NOT
-    assert R.finding_dataset_correlation(fig4(0.3, [0.2, 0.1]), 10)["verdict"] == INC
-    assert R.finding_dataset_correlation(fig4(math.nan, [0.2, 0.1]), 28)["verdict"] == INC  # missing cell
-    grid_gone = R.Health(shares={("fig3", "inat18"): 1.0})
-    assert R.finding_dataset_correlation(fig4(0.9, [0.1, 0.0]), 28, grid_gone)["verdict"] == DIV
+    assert single.finding_dataset_correlation(fig4(0.9, [0.1, 0.0]), 28)["verdict"] == REP
+    assert single.finding_dataset_correlation(fig4(0.0, [0.9, 0.8]), 28)["verdict"] == NOT
+    assert single.finding_dataset_correlation(fig4(0.3, [0.2, 0.1]), 10)["verdict"] == INC
+    assert single.finding_dataset_correlation(fig4(math.nan, [0.2, 0.1]), 28)["verdict"] == INC  # missing cell
+    grid_gone = E.Health(shares={("fig3", "inat18"): 1.0})
+    assert single.finding_dataset_correlation(fig4(0.9, [0.1, 0.0]), 28, grid_gone)["verdict"] == DIV
 
 
 def fig5(values):
@@ -296,14 +315,14 @@ PAPER4 = pd.DataFrame([{"function": "srank_eta0.01", "test_accuracy_spearman": 0
 
 def test_srank_correlations_by_their_p_values():
     good = fig5({"a": (0.6, 0.001, -0.7, 0.001), "b": (0.5, 0.01, -0.5, 0.01), "c": (0.1, 0.6, 0.1, 0.6)})
-    assert R.finding_srank_accuracy(good, PAPER4)["verdict"] == REP
-    assert R.finding_srank_loss(good)["verdict"] == REP
+    assert scores.finding_srank_accuracy(good, PAPER4)["verdict"] == REP
+    assert scores.finding_srank_loss(good)["verdict"] == REP
     bad = fig5({"a": (-0.6, 0.001, 0.7, 0.001), "b": (-0.5, 0.01, 0.5, 0.01)})
-    assert R.finding_srank_accuracy(bad, PAPER4)["verdict"] == NOT and R.finding_srank_loss(bad)["verdict"] == NOT
+    assert scores.finding_srank_accuracy(bad, PAPER4)["verdict"] == NOT and scores.finding_srank_loss(bad)["verdict"] == NOT
     weak = fig5({"a": (0.3, 0.12, -0.3, 0.12), "b": (0.2, 0.3, -0.2, 0.3)})  # positive, but not significant
-    assert R.finding_srank_accuracy(weak, PAPER4)["verdict"] == INC
-    gone = R.Health(shares={("fig3", "a"): 1.0, ("fig3", "b"): 0.8})
-    assert R.finding_srank_accuracy(bad, PAPER4, gone)["verdict"] == DIV
+    assert scores.finding_srank_accuracy(weak, PAPER4)["verdict"] == INC
+    gone = E.Health(shares={("fig3", "a"): 1.0, ("fig3", "b"): 0.8})
+    assert scores.finding_srank_accuracy(bad, PAPER4, gone)["verdict"] == DIV
 
 
 def table4(acc, loss):
@@ -318,16 +337,16 @@ PAPER_LOSS = {"srank": -0.93, "frobenius": 0.11, "spectral": 0.17, "nuclear": -0
 
 def test_srank_best_function_in_the_papers_direction():
     paper_acc = {"srank": 0.82, "frobenius": 0.42, "spectral": 0.39, "nuclear": 0.55, "min_col": 0.56, "max_col": 0.0}
-    assert R.finding_srank_best_function(table4(paper_acc, PAPER_LOSS), PAPER4)["verdict"] == REP
+    assert scores.finding_srank_best_function(table4(paper_acc, PAPER_LOSS), PAPER4)["verdict"] == REP
     # a function anti-correlated with accuracy (-0.95) is no better predictor in the paper's sense: the sign counts
     anti = {**paper_acc, "max_col": -0.95}
-    assert R.finding_srank_best_function(table4(anti, PAPER_LOSS), PAPER4)["verdict"] == REP
+    assert scores.finding_srank_best_function(table4(anti, PAPER_LOSS), PAPER4)["verdict"] == REP
     beaten = {**paper_acc, "srank": 0.5, "frobenius": 0.9}
-    assert R.finding_srank_best_function(table4(beaten, PAPER_LOSS), PAPER4)["verdict"] == NOT
+    assert scores.finding_srank_best_function(table4(beaten, PAPER_LOSS), PAPER4)["verdict"] == NOT
     close = {**paper_acc, "min_col": 0.78}  # srank first, but not by a significant margin
-    assert R.finding_srank_best_function(table4(close, PAPER_LOSS), PAPER4)["verdict"] == INC
-    gone = R.Health(shares={("fig3", "inat18"): 1.0})
-    assert R.finding_srank_best_function(table4(paper_acc, PAPER_LOSS), PAPER4, gone, "inat18")["verdict"] == DIV
+    assert scores.finding_srank_best_function(table4(close, PAPER_LOSS), PAPER4)["verdict"] == INC
+    gone = E.Health(shares={("fig3", "inat18"): 1.0})
+    assert scores.finding_srank_best_function(table4(paper_acc, PAPER_LOSS), PAPER4, gone, "inat18")["verdict"] == DIV
 
 
 PAPER13 = pd.DataFrame([{"n_steps": n, "eta": 0.01, "train_loss_corr": 0.8, "test_acc_corr": r}
@@ -340,10 +359,10 @@ def fig13(rhos):
 
 
 def test_head_steps_by_fisher_z():
-    assert R.finding_head_steps(fig13([0.2, 0.5, 0.8]), PAPER13, 81)["verdict"] == REP
-    assert R.finding_head_steps(fig13([0.8, 0.5, 0.2]), PAPER13, 81)["verdict"] == NOT
-    assert R.finding_head_steps(fig13([0.5, 0.5, 0.55]), PAPER13, 81)["verdict"] == INC
-    assert R.finding_head_steps(fig13([0.5]), PAPER13, 81)["verdict"] == INC
+    assert scores.finding_head_steps(fig13([0.2, 0.5, 0.8]), PAPER13, 81)["verdict"] == REP
+    assert scores.finding_head_steps(fig13([0.8, 0.5, 0.2]), PAPER13, 81)["verdict"] == NOT
+    assert scores.finding_head_steps(fig13([0.5, 0.5, 0.55]), PAPER13, 81)["verdict"] == INC
+    assert scores.finding_head_steps(fig13([0.5]), PAPER13, 81)["verdict"] == INC
 
 
 # ---------------------------------------------------------------- Fig. 6
@@ -356,23 +375,23 @@ def fig6ab(values, n=3):
 
 def test_gga_small_n():
     wins = fig6ab({"a": {"gga": 80, "topk": 70, "random": 70, "first": 79.5, "last": 70}})
-    assert R.finding_gga_small_n(wins)["verdict"] == REP  # 3 of 4 clear wins
+    assert gga.finding_gga_small_n(wins)["verdict"] == REP  # 3 of 4 clear wins
     losses = fig6ab({"a": {"gga": 60, "topk": 70, "random": 70, "first": 70, "last": 60.5}})
-    assert R.finding_gga_small_n(losses)["verdict"] == NOT
+    assert gga.finding_gga_small_n(losses)["verdict"] == NOT
     noise = fig6ab({"a": {"gga": 70, "topk": 70.5, "random": 69.8, "first": 70, "last": 71}})
-    assert R.finding_gga_small_n(noise)["verdict"] == INC
+    assert gga.finding_gga_small_n(noise)["verdict"] == INC
     large = fig6ab({"a": {"gga": 80, "topk": 70}}, n=12)  # N = 12 is not small
-    assert R.finding_gga_small_n(large)["verdict"] == INC
-    assert R.finding_gga_small_n(wins, collapsed("gga-a-3"))["verdict"] == DIV
+    assert gga.finding_gga_small_n(large)["verdict"] == INC
+    assert gga.finding_gga_small_n(wins, collapsed("gga-a-3"))["verdict"] == DIV
 
 
 def test_gga_matches_pa():
     pa = table1([("parallel_all", "inat18", 79.0)])
-    assert R.finding_gga_matches_pa(fig6ab({"inat18": {"gga": 78.5}}), pa)["verdict"] == REP  # -0.41 pooled std
-    assert R.finding_gga_matches_pa(fig6ab({"inat18": {"gga": 70}}), pa)["verdict"] == NOT
-    assert R.finding_gga_matches_pa(fig6ab({"inat18": {"gga": 77}}), pa)["verdict"] == INC  # -1.63 pooled std
-    assert R.finding_gga_matches_pa(fig6ab({"places365": {"gga": 80}}), pa)["verdict"] == INC  # not in this run
-    assert R.finding_gga_matches_pa(fig6ab({"inat18": {"gga": 78.5}}), pa, collapsed("parallel_all-inat18"))["verdict"] == DIV
+    assert gga.finding_gga_matches_pa(fig6ab({"inat18": {"gga": 78.5}}), pa)["verdict"] == REP  # -0.41 pooled std
+    assert gga.finding_gga_matches_pa(fig6ab({"inat18": {"gga": 70}}), pa)["verdict"] == NOT
+    assert gga.finding_gga_matches_pa(fig6ab({"inat18": {"gga": 77}}), pa)["verdict"] == INC  # -1.63 pooled std
+    assert gga.finding_gga_matches_pa(fig6ab({"places365": {"gga": 80}}), pa)["verdict"] == INC  # not in this run
+    assert gga.finding_gga_matches_pa(fig6ab({"inat18": {"gga": 78.5}}), pa, collapsed("parallel_all-inat18"))["verdict"] == DIV
 
 
 def fig6c(values):
@@ -383,10 +402,10 @@ def fig6c(values):
 
 
 def test_gga_rank():
-    assert R.finding_gga_rank(fig6c({4: (80, 70), 8: (80, 70), 32: (70.5, 70)}))["verdict"] == REP
-    assert R.finding_gga_rank(fig6c({4: (70, 80), 8: (70, 80)}))["verdict"] == NOT
-    assert R.finding_gga_rank(fig6c({4: (70.5, 70), 8: (70, 70.5)}))["verdict"] == INC
-    assert R.finding_gga_rank(fig6c({4: (80, 70)}), collapsed("gga-4"))["verdict"] == DIV
+    assert gga.finding_gga_rank(fig6c({4: (80, 70), 8: (80, 70), 32: (70.5, 70)}))["verdict"] == REP
+    assert gga.finding_gga_rank(fig6c({4: (70, 80), 8: (70, 80)}))["verdict"] == NOT
+    assert gga.finding_gga_rank(fig6c({4: (70.5, 70), 8: (70, 70.5)}))["verdict"] == INC
+    assert gga.finding_gga_rank(fig6c({4: (80, 70)}), collapsed("gga-4"))["verdict"] == DIV
 
 
 # ---------------------------------------------------------------- Table 5
@@ -398,11 +417,11 @@ def table5(values):
 
 
 def test_single_matches_ffn():
-    assert R.finding_single_matches_ffn(table5({1: (70, 70.5), 2: (71, 70)}), seeds=3)["verdict"] == REP
-    assert R.finding_single_matches_ffn(table5({1: (60, 70), 2: (61, 70)}), seeds=3)["verdict"] == NOT
-    assert R.finding_single_matches_ffn(table5({1: (68, 70), 2: (68, 70)}), seeds=3)["verdict"] == INC  # -1.63 pooled
-    assert R.finding_single_matches_ffn(table5({1: (70, 70.5)}), seeds=1)["verdict"] == INC
-    assert R.finding_single_matches_ffn(table5({1: (70, 70.5)}), collapsed("t5-1"), 3)["verdict"] == DIV
+    assert gga.finding_single_matches_ffn(table5({1: (70, 70.5), 2: (71, 70)}), seeds=3)["verdict"] == REP
+    assert gga.finding_single_matches_ffn(table5({1: (60, 70), 2: (61, 70)}), seeds=3)["verdict"] == NOT
+    assert gga.finding_single_matches_ffn(table5({1: (68, 70), 2: (68, 70)}), seeds=3)["verdict"] == INC  # -1.63 pooled
+    assert gga.finding_single_matches_ffn(table5({1: (70, 70.5)}), seeds=1)["verdict"] == INC
+    assert gga.finding_single_matches_ffn(table5({1: (70, 70.5)}), collapsed("t5-1"), 3)["verdict"] == DIV
 
 
 # ---------------------------------------------------------------- Fig. 8, Fig. 9
@@ -415,18 +434,18 @@ def fig8(linear, nonlinear):
 
 def test_linear_vs_nonlinear():
     base = [60 + 2 * k for k in range(10)]
-    rank, better = R.finding_linear(fig8([b + 1 for b in base], base))
+    rank, better = finding_linear(fig8([b + 1 for b in base], base))
     assert rank["verdict"] == REP and better["verdict"] == REP  # rho 1; linear above at 10 of 10 (p = 2/1024)
-    rank, better = R.finding_linear(fig8([100 - b for b in base], [b + 1 for b in base]))
+    rank, better = finding_linear(fig8([100 - b for b in base], [b + 1 for b in base]))
     assert rank["verdict"] == NOT and better["verdict"] == NOT
-    rank, better = R.finding_linear(fig8(base, base))  # ties everywhere: the sign test has no trial
+    rank, better = finding_linear(fig8(base, base))  # ties everywhere: the sign test has no trial
     assert better["verdict"] == INC and "sign test p=1.000" in better["statistic"]
     mixed = fig8([b + (1 if k % 2 else -1) for k, b in enumerate(base)], base)  # 5 above, 5 below
-    assert R.finding_linear(mixed)[1]["verdict"] == INC
+    assert finding_linear(mixed)[1]["verdict"] == INC
     gone = collapsed(*[f"l{k}" for k in range(9)])
-    assert [f["verdict"] for f in R.finding_linear(fig8(base, base), gone)] == [DIV, DIV]
+    assert [f["verdict"] for f in finding_linear(fig8(base, base), gone)] == [DIV, DIV]
     counted = fig8(base, base).assign(diverged_nonlinear=[1] * 8 + [0, 0])
-    assert [f["verdict"] for f in R.finding_linear(counted)] == [DIV, DIV]
+    assert [f["verdict"] for f in finding_linear(counted)] == [DIV, DIV]
 
 
 def fig9(values):
@@ -438,17 +457,17 @@ def fig9(values):
 def test_activations_similar_and_the_growing_gap():
     similar = fig9({("gelu", 1): 70, ("relu", 1): 70.3, ("identity", 1): 70, ("gelu", 12): 80, ("relu", 12): 80,
                     ("identity", 12): 79.8})
-    same, gap = R.finding_activations(similar)
+    same, gap = finding_activations(similar)
     assert same["verdict"] == REP and gap["verdict"] == INC  # gap 0 -> 0.2: noise
     grows = fig9({("gelu", 1): 70, ("relu", 1): 70, ("identity", 1): 70, ("gelu", 12): 85, ("relu", 12): 85,
                   ("identity", 12): 70})
-    same, gap = R.finding_activations(grows)
+    same, gap = finding_activations(grows)
     assert same["verdict"] == INC  # similar at N = 1, different at N = 12: a tie
     assert gap["verdict"] == REP  # contrast 15, se sqrt(2), t = 10.6
     shrinks = fig9({("gelu", 1): 85, ("identity", 1): 70, ("gelu", 12): 70, ("identity", 12): 70})
-    same, gap = R.finding_activations(shrinks)
+    same, gap = finding_activations(shrinks)
     assert gap["verdict"] == NOT
-    assert [f["verdict"] for f in R.finding_activations(similar, collapsed(*[f"{a}-{n}" for a in ("gelu", "relu", "identity")
+    assert [f["verdict"] for f in finding_activations(similar, collapsed(*[f"{a}-{n}" for a in ("gelu", "relu", "identity")
                                                                                 for n in (1, 12)]))] == [DIV, DIV]
 
 
@@ -464,15 +483,15 @@ def table7(best, first, last):
 
 
 def test_table7():
-    beats, first = R.finding_table7(table7(90, 80, 70), PAPER7, seeds=3)
+    beats, first = finding_table7(table7(90, 80, 70), PAPER7, seeds=3)
     assert beats["verdict"] == REP and first["verdict"] == REP
-    beats, first = R.finding_table7(table7(70, 80, 90), PAPER7, seeds=3)
+    beats, first = finding_table7(table7(70, 80, 90), PAPER7, seeds=3)
     assert beats["verdict"] == NOT and first["verdict"] == NOT
-    beats, first = R.finding_table7(table7(90, 80, 89.5), PAPER7, seeds=3)  # above first-k only
+    beats, first = finding_table7(table7(90, 80, 89.5), PAPER7, seeds=3)  # above first-k only
     assert beats["verdict"] == INC and first["verdict"] == NOT
-    beats, first = R.finding_table7(table7(90, math.nan, 70), PAPER7, seeds=3)  # a missing cell
+    beats, first = finding_table7(table7(90, math.nan, 70), PAPER7, seeds=3)  # a missing cell
     assert beats["verdict"] == INC and first["verdict"] == INC
-    beats, first = R.finding_table7(table7(90, 80, 70), PAPER7, collapsed("first_k"), seeds=3)
+    beats, first = finding_table7(table7(90, 80, 70), PAPER7, collapsed("first_k"), seeds=3)
     assert beats["verdict"] == DIV and first["verdict"] == DIV
 
 
@@ -486,15 +505,15 @@ def table8(tailored, transfer, **extra):
 
 
 def test_transfer_is_not_judged_when_the_tailored_placement_was_picked_on_test():
-    finding = R.finding_transfer(table8(95, 80), PAPER8, seeds=3)  # a 15-point delta, by construction positive
+    finding = text.finding_transfer(table8(95, 80), PAPER8, seeds=3)  # a 15-point delta, by construction positive
     assert finding["verdict"] == INC and "by construction" in finding["criterion"]
-    assert R.finding_transfer(table8(95, 80, selected_on="val"), PAPER8, seeds=3)["verdict"] == REP
+    assert text.finding_transfer(table8(95, 80, selected_on="val"), PAPER8, seeds=3)["verdict"] == REP
     # chosen by train loss (analysis.table8): not by test either, so judged
-    assert R.finding_transfer(table8(95, 80, selected_on="train_loss"), PAPER8, seeds=3)["verdict"] == REP
-    assert R.finding_transfer(table8(95, 80, selected_on="test"), PAPER8, seeds=3)["verdict"] == INC
-    assert R.finding_transfer(table8(80, 95, selected_on="val"), PAPER8, seeds=3)["verdict"] == NOT
-    assert R.finding_transfer(table8(95, 94.5, selected_on="val"), PAPER8, seeds=3)["verdict"] == INC
-    assert R.finding_transfer(table8(95, 80), PAPER8, collapsed("trans"), 3)["verdict"] == DIV
+    assert text.finding_transfer(table8(95, 80, selected_on="train_loss"), PAPER8, seeds=3)["verdict"] == REP
+    assert text.finding_transfer(table8(95, 80, selected_on="test"), PAPER8, seeds=3)["verdict"] == INC
+    assert text.finding_transfer(table8(80, 95, selected_on="val"), PAPER8, seeds=3)["verdict"] == NOT
+    assert text.finding_transfer(table8(95, 94.5, selected_on="val"), PAPER8, seeds=3)["verdict"] == INC
+    assert text.finding_transfer(table8(95, 80), PAPER8, collapsed("trans"), 3)["verdict"] == DIV
 
 
 def fig15(best, everything, reverse=False, std=1.0):
@@ -504,27 +523,27 @@ def fig15(best, everything, reverse=False, std=1.0):
 
 
 def test_all_edges_does_not_depend_on_row_order():
-    assert R.finding_all_edges(fig15(90, 80))["verdict"] == REP
-    assert R.finding_all_edges(fig15(90, 80, reverse=True))["verdict"] == REP
-    assert R.finding_all_edges(fig15(80, 90, reverse=True))["verdict"] == NOT
-    assert R.finding_all_edges(fig15(90, 89.5))["verdict"] == INC
+    assert text.finding_all_edges(fig15(90, 80))["verdict"] == REP
+    assert text.finding_all_edges(fig15(90, 80, reverse=True))["verdict"] == REP
+    assert text.finding_all_edges(fig15(80, 90, reverse=True))["verdict"] == NOT
+    assert text.finding_all_edges(fig15(90, 89.5))["verdict"] == INC
 
 
 def test_all_edges_collapsed_at_chance_is_diverged_not_reproduced():
     # the issue's case: all n^2 adapters at 50.3% on SST-2, their train loss at ln 2
-    finding = R.finding_all_edges(fig15(88.0, 50.3), collapsed("all"))
+    finding = text.finding_all_edges(fig15(88.0, 50.3), collapsed("all"))
     assert finding["verdict"] == DIV
     # runs that did not finish: the table has no mean for the cell, and counts them as diverged
     gone = fig15(88.0, math.nan).assign(diverged=[0, 3])
-    assert R.finding_all_edges(gone)["verdict"] == DIV
-    assert R.finding_all_edges(fig15(88.0, math.nan))["verdict"] == INC  # missing, nothing known to have collapsed
+    assert text.finding_all_edges(gone)["verdict"] == DIV
+    assert text.finding_all_edges(fig15(88.0, math.nan))["verdict"] == INC  # missing, nothing known to have collapsed
 
 
 def test_scoring_cost():
     appk = lambda s: pd.DataFrame([{"item": "scoring (GGA)", "measured_seconds": s, "training_run_seconds": 100.0}])  # noqa: E731
-    assert R.finding_scoring_cost(appk(0.5))["verdict"] == REP
-    assert R.finding_scoring_cost(appk(5.0))["verdict"] == NOT
-    assert R.finding_scoring_cost(appk(math.nan))["verdict"] == INC
+    assert costs.finding_scoring_cost(appk(0.5))["verdict"] == REP
+    assert costs.finding_scoring_cost(appk(5.0))["verdict"] == NOT
+    assert costs.finding_scoring_cost(appk(math.nan))["verdict"] == INC
 
 
 # ---------------------------------------------------------------- learnt.csv
@@ -536,8 +555,8 @@ def test_learnt_needs_chance_plus_15_and_two_pooled_std():
         ("linear_probe", "c", 40.0, 8.0, 3), ("parallel_all", "c", 50.0, 12.0, 3), ("full_ft", "c", 45.0, 8.0, 3),
         ("linear_probe", "d", 60.0, 1.0, 3), ("parallel_all", "d", 80.0, 1.0, 3), ("full_ft", "d", 70.0, 1.0, 3),
     ])
-    frame = R.learnt(t1, {"a": 1.0, "b": 32.5, "c": 33.3, "d": 50.0}, collapsed("parallel_all-d")).set_index("dataset")
-    assert list(frame.reset_index().columns) == R.LEARNT_COLUMNS
+    frame = baselines.learnt(t1, {"a": 1.0, "b": 32.5, "c": 33.3, "d": 50.0}, collapsed("parallel_all-d")).set_index("dataset")
+    assert list(frame.reset_index().columns) == baselines.LEARNT_COLUMNS
     assert frame.loc["a", "learnt"] == False  # noqa: E712  (1.5 points above chance)
     assert frame.loc["b", "learnt"] == True  # noqa: E712  (27.5 above, pooled std 1.22)
     # 16.7 points above chance, but the pooled std is sqrt(3/2 * (64 + 144 + 64) / 3) = 11.66: 2 pooled std = 23.3
@@ -545,7 +564,7 @@ def test_learnt_needs_chance_plus_15_and_two_pooled_std():
     assert frame.loc["c", "learnt"] == False  # noqa: E712
     assert frame.loc["d", "learnt"] == False and frame.loc["d", "diverged"] == "parallel_all"  # noqa: E712
     assert frame.loc["b", "parallel_above_chance"] == pytest.approx(27.5) and frame.loc["b", "full_ft"] == 55.0
-    assert pd.isna(R.learnt(t1, {}).set_index("dataset").loc["b", "learnt"])  # no chance level known
+    assert pd.isna(baselines.learnt(t1, {}).set_index("dataset").loc["b", "learnt"])  # no chance level known
 
 
 # ---------------------------------------------------------------- the report job on constructed files
@@ -586,7 +605,7 @@ def test_write_report_writes_findings_and_learnt_and_renders_them(tmp_path):
             "chance": {"sst2": 50.0, "inat18": 1.0}, "scores_dataset": "inat18"}
     R.write_report(spec, inputs, outputs)
     findings = pd.read_csv(outputs["findings"])
-    assert list(findings.columns) == R.FINDING_COLUMNS and len(findings) == 24 and findings.claim.is_unique
+    assert list(findings.columns) == E.FINDING_COLUMNS and len(findings) == 24 and findings.claim.is_unique
     findings = findings.set_index("claim")
     assert findings.loc["all n^2 adapters at once do not beat the best random placement", "verdict"] == DIV
     assert findings.loc["the best of the random 2L-adapter placements beats parallel adapters", "verdict"] == REP

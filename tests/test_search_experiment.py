@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from adapter_placement import analysis, report
+from adapter_placement import analysis
 from adapter_placement import plan as X
 from adapter_placement.plan import Placement, paths
 from adapter_placement.data import known_tasks
 from adapter_placement.flops import adapter_flops, forward_flops, score_flops
+from adapter_placement.products.costs import search_comparison, search_paragraph, search_run_costs, search_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,7 +124,7 @@ def test_run_costs_follow_app_k(tmp_path):
         ("random2_000", "random_2", 0, 0.4, [[0, 2], [1, 1]], 2.0)]))
     searches = [{"key": {"dataset": "d"}, "name": "edge_switch2_000", "mlflow_run_id": "s0",
                  "seconds": {"total": 7.5}, "flops": {"total": 2.5e9}}]
-    costs = analysis.search_run_costs(runs, searches, {"d": SCORES}, {"m": MODEL}, {"d": 4}).set_index("method")
+    costs = search_run_costs(runs, searches, {"d": SCORES}, {"m": MODEL}, {"d": 4}).set_index("method")
     t, d = 5, 8
     fwd = forward_flops(t, d, 2, 16, 2)
     adapters = adapter_flops(2, t, d, 2)
@@ -137,7 +138,7 @@ def test_run_costs_follow_app_k(tmp_path):
     assert costs.loc["edge_switch", ["selection_seconds", "selection_gflops"]].tolist() == [7.5, 2.5]
     assert costs.loc["edge_switch", "search_run_id"] == "s0" and costs.loc["random", "selection_gflops"] == 0.0
     assert costs.loc["random", "n_adapters"] == 2 and costs.loc["edge_switch", "training_seconds"] == 4.0
-    table = analysis.search_table(costs.reset_index(), ["random", "gga", "edge_switch"])
+    table = search_table(costs.reset_index(), ["random", "gga", "edge_switch"])
     assert table.method.tolist() == ["random", "gga", "edge_switch"]
     row = table.set_index("method").loc["edge_switch"]
     assert row.total_seconds == 11.5 and row["mean"] == pytest.approx(60.0) and row.search_run_ids == "s0"
@@ -152,18 +153,18 @@ def test_report_says_where_a_method_beats_gga():
                                      ("prune_taylor", 3, 55.0, 1.0, 30.0, 200.0),
                                      ("prune_taylor", 6, 59.5, 1.0, 50.0, 400.0),
                                      ("parallel_all", 12, 58.0, 0.5, 5.0, 50.0)]])
-    comparison = report.search_comparison(table, "prune_taylor")
+    comparison = search_comparison(table, "prune_taylor")
     assert [(p["n"], p["diff"], p["clear"]) for p in comparison["points"]] == [(3, 5.0, True), (6, -0.5, False)]
-    text = report.search_paragraph(comparison)
+    text = search_paragraph(comparison)
     assert "beats GGA at 1 of 2 points: d N=3 (+5.0)" in text and "does not at d N=6 (-0.5, within noise)" in text
     assert "4.00x GGA's measured seconds and 3.00x its analytic FLOPs" in text  # medians of (3, 5) and (2, 4)
     # parallel_all has one N (2L): it is compared with GGA's largest N
-    parallel = report.search_comparison(table, "parallel_all")["points"]
+    parallel = search_comparison(table, "parallel_all")["points"]
     assert [(p["n"], p["gga_n"], p["diff"], p["clear"]) for p in parallel] == [(12, 6, -2.0, True)]
     table.loc[table.method == "parallel_all", "mean"] = 62.0
-    assert "beats GGA at 1 of 1 points: d N=12 (+2.0); it is never behind" in report.search_paragraph(
-        report.search_comparison(table, "parallel_all"))
-    assert "no point to compare" in report.search_paragraph(report.search_comparison(table, "edge_switch"))
+    assert "beats GGA at 1 of 1 points: d N=12 (+2.0); it is never behind" in search_paragraph(
+        search_comparison(table, "parallel_all"))
+    assert "no point to compare" in search_paragraph(search_comparison(table, "edge_switch"))
 
 
 def test_a_run_whose_search_diverged_is_recorded_as_diverged(tmp_path):

@@ -1,6 +1,6 @@
 """Analytic FLOPs of App. K: the encoder blocks, bottleneck adapters and the score products.
 
-Pure functions of the shapes; ``analysis.appk_table`` and the placement searches
+Pure functions of the shapes; ``products.costs.appk_table`` and the placement searches
 (``search.pass_flops``) both count with these, so every FLOP figure of the project agrees.
 """
 from __future__ import annotations

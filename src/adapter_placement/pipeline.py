@@ -476,9 +476,9 @@ def placements_of(result, counts: list[int]) -> list[list]:
 # ---------------------------------------------------------------- tables, figures, report
 
 def make_table(job: Mapping) -> None:
-    from . import analysis
+    from . import tables
 
-    analysis.write_table(job["spec"], job["input"], job["output"])
+    tables.write_table(job["spec"], job["input"], job["output"])
 
 
 def make_figure(job: Mapping) -> None:

@@ -7,16 +7,16 @@
 
 rule report:
     input:
-        tables=[f"{R}/tables/{t}.csv" for t in TABLES],
-        figure_data=[f"{R}/figure_data/{f}.csv" for f in FIGURES],
-        figures=[f"{F}/{f}.png" for f in FIGURES],
+        tables=[P.table_file(R, t) for t in TABLES],
+        figure_data=[P.figure_data_file(R, f) for f in FIGURES],
+        figures=[P.figure_file(F, f) for f in FIGURES],
         paper=sorted(str(p) for p in Path(workflow.basedir, "paper").glob("*.csv")),
-        lr=[X.lr_file(R, d, m, f) for d, m, f in X.lr_families(config)],
+        lr=[P.lr_file(R, d, m, f) for d, m, f in X.lr_families(config)],
         runs=[f for e in X.PLANNERS if e != "search" for f in X.batch_files(config, e)],
     output:
-        report=report(f"{R}/REPORT.md", category="Report"),
-        findings=f"{R}/tables/findings.csv",
-        learnt=f"{R}/tables/learnt.csv",
+        report=report(P.report_file(R), category="Report"),
+        findings=P.table_file(R, "findings"),
+        learnt=P.table_file(R, "learnt"),
     log:
         log_file("report"),
     params:

@@ -1,5 +1,8 @@
 # Every table of DESIGN.md section 6, as CSV (full precision, with the MLflow run ids behind each cell)
 # and Markdown, in results/tables/. `snakemake table1` builds one table and only what it needs.
+# One rule per product of adapter_placement.products (each declares its inputs; here they become paths).
+from adapter_placement.products import PRODUCTS as REGISTRY
+from adapter_placement.products.product import Batches, ModelInfos, Scores, SearchFiles
 
 
 def table_context(experiments, scores=False, details=()):
@@ -15,7 +18,7 @@ def table_context(experiments, scores=False, details=()):
 
 
 def scores_file(dataset, model=None):
-    return f"{R}/scores/{dataset}/{model or X.dataset_model(config, dataset)}.json"
+    return P.scores_file(R, dataset, model or X.dataset_model(config, dataset))
 
 
 def batches(experiment, datasets=None):
@@ -32,52 +35,67 @@ def paper_csv(stem):
 SCORES_DATASET = config["scores"]["dataset"]
 EXP = config["experiments"]
 
-# name: (experiments it reads, reads the scores config, its inputs); "paper": the paper's numbers
-# of the table (side by side with ours in its Markdown)
-TABLES = {
-    "table1": (["table1"], False, lambda: {"table1": batches("table1"), "paper": paper_csv("table1")}),
-    "table2": ([], False, lambda: {"paper": paper_csv("table2_datasets")}),
-    "table3": (["fig1", "fig3"], False, lambda: {"fig1": batches("fig1"), "fig3": batches("fig3"),
-                                                 "paper": paper_csv("table3_best_single_by_type")}),
-    "table4": ([], True, lambda: {"fig3": batches("fig3", [SCORES_DATASET]), "scores": scores_file(SCORES_DATASET),
-                                  "paper": paper_csv("table4_aggregation_inat18")}),
-    "table5": (["table5"], False, lambda: {"table5": batches("table5"), "paper": paper_csv("table5_single_vs_ffn_parallel")}),
-    "table6": (["table1"], False, lambda: {"table1": batches("table1")}),
-    "table7": (["table7", "table1"], False,
-               lambda: {"table7": batches("table7"), "table1": batches("table1", [EXP["table7"]["dataset"]]),
-                        "paper": paper_csv("table7_sst2_nonrecurrent")}),
-    "table8": (["table8", "table1"], False,
-               lambda: {"table8": batches("table8"), "table1": batches("table1", EXP["table8"]["datasets"]),
-                        "paper": paper_csv("table8_transfer")}),
-    "appK": (["table1"], True,
-             lambda: {"scores": [scores_file(d, model=m) for d, m in X.score_targets(config)],
-                      "models": [f"{R}/models/{m}.json" for m in sorted({m for _, m in X.score_targets(config)})],
-                      "table1": batches("table1")}),
-}
 
-SEARCH_INPUTS = lambda: {"search": batches("search"), "searches": X.search_batch_files(config),
-                         "scores": [scores_file(d) for d in X.experiment_datasets(config, "search")],
-                         "models": [f"{R}/models/{m}.json" for m in
-                                    sorted({X.dataset_model(config, d) for d in X.experiment_datasets(config, "search")})]}
-if EXP.get("search"):  # beyond the paper, optional
-    TABLES["table_search"] = (["search"], False, SEARCH_INPUTS)
+def datasets_named(on):
+    """The datasets an input declaration's ``on`` names (adapter_placement.products.product): "scores"
+    (the scores config's dataset), "<experiment>.<field>" (that experiment's config field), or an
+    experiment (the datasets it runs on)."""
+    if on == "scores":
+        return [SCORES_DATASET]
+    if "." in on:
+        experiment, field = on.split(".")
+        value = EXP[experiment][field]
+        return [value] if isinstance(value, str) else list(value)
+    return X.experiment_datasets(config, on)
 
-TABLE_DETAILS = {"table2": ("sizes", "steps")}
 
-for _table, (_experiments, _scores, _inputs) in TABLES.items():
+def input_paths(declaration):
+    """The paths of one input declaration of a product."""
+    if isinstance(declaration, Batches):
+        return batches(declaration.experiment, None if declaration.on is None else datasets_named(declaration.on))
+    if isinstance(declaration, Scores):
+        if declaration.on == "scores":
+            return scores_file(SCORES_DATASET)
+        if declaration.on == "score_targets":
+            return [scores_file(d, model=m) for d, m in X.score_targets(config)]
+        return [scores_file(d) for d in datasets_named(declaration.on)]
+    if isinstance(declaration, ModelInfos):
+        models = ({m for _, m in X.score_targets(config)} if declaration.on == "score_targets"
+                  else {X.dataset_model(config, d) for d in datasets_named(declaration.on)})
+        return [P.model_info_file(R, m) for m in sorted(models)]
+    if isinstance(declaration, SearchFiles):
+        return X.search_batch_files(config)
+    raise TypeError(f"unknown input declaration {declaration!r}")
+
+
+def product_inputs(product):
+    """A product's rule inputs: its declared inputs, and "paper" (its paper/*.csv) where it has one."""
+    paths = {name: input_paths(declaration) for name, declaration in product.reads.items()}
+    return {**paths, "paper": paper_csv(product.paper)} if product.paper else paths
+
+
+def product_context(product):
+    return table_context(product.experiments, product.reads_scores_config, product.dataset_details)
+
+
+# The products of this config (adapter_placement.products): those beyond the paper only when the
+# config has their experiment
+PRODUCTS = [p for p in REGISTRY.values() if p.needs is None or EXP.get(p.needs)]
+TABLES = [p.name for p in PRODUCTS if not p.is_figure]
+
+for _table in (p for p in PRODUCTS if not p.is_figure):
     rule:
-        name: _table
+        name: _table.rule
         input:
-            **_inputs(),
+            **product_inputs(_table),
         output:
-            csv=f"{R}/tables/{_table}.csv",
-            md=f"{R}/tables/{_table}.md",
+            csv=P.table_file(R, _table.name),
+            md=P.table_file(R, _table.name, "md"),
         log:
-            log_file(_table),
+            log_file(_table.rule),
         params:
-            **job(lambda w, name=_table, context=table_context(_experiments, _scores, TABLE_DETAILS.get(_table, ())):
-                    {"name": name, "context": context}),
+            **job(lambda w, name=_table.name, context=product_context(_table): {"name": name, "context": context}),
         shell:
             PIPELINE + " table {params.job:q} > {log} 2>&1"
 
-    TABLE_RULES.append(_table)
+    TABLE_RULES.append(_table.rule)

@@ -23,7 +23,6 @@ from .config import (FAMILIES, PAPER_DATASETS, TRAINING_EXPERIMENTS, chance_leve
                      num_nodes, pretrained_models, tracking_uri, used_datasets, used_models)
 from .jobs import (RunIO, RunSpec, TrainRecipe, batch_inputs, batch_specs, data_spec, model_info_spec,
                    pretrain_spec, run_spec, scores_spec, trial_spec, trial_specs)
-from .paths import lr_file  # report.smk reads X.lr_file
 from .placement import SEARCHED, Placement
 from .runs import (PLANNERS, Run, Trial, batch_files, batch_of, cached_plan, dataset_trials, default_variant,
                    gga_parameters, gga_placements, lr_batch_files, lr_families, lr_grid, lr_models, lr_trials,
