@@ -287,3 +287,18 @@ def test_a_run_spec_is_the_train_config_of_the_run(embedded):
     assert spec.io.folder == run.folder("results") == paths.run_folder(
         "results", "fig9", run.dataset, run.variant, str(run.placement), run.seed)
     assert spec.io.lr_file == paths.lr_file("results", run.dataset, run.model, "adapters")
+
+
+def test_all_n2_adapters_select_their_own_lr_on_trials_of_all_n2_adapters():
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    run = X.plan(config, "fig15")[0]
+    assert run.method == "adapters" and run.family == "all_edges"
+    assert X.run_spec(config, run).io.lr_file == paths.lr_file("results", "sst2", "minilm", "all_edges")
+    trials = X.lr_trials(config, "sst2", "minilm", "all_edges")
+    # the adapters' candidates, each trained as all n^2 adapters (train -> val)
+    assert [t.lr for t in trials] == config["lr_grid"]["text"]["adapters"]
+    spec = X.trial_spec(config, trials[0])
+    assert spec.recipe.method == "adapters" and str(spec.recipe.placement) == "all_edges"
+    assert ("sst2", "minilm", "all_edges") in X.lr_families(config)
+    # every other adapter run keeps the adapters' selection
+    assert {r.family for r in X.plan(config, "table1") if r.method == "adapters"} == {"adapters"}

@@ -144,8 +144,6 @@ def test_committed_vit_has_the_recorded_held_out_accuracy(committed_record):
     assert pretrain.accuracy(model, images, labels) == pytest.approx(recorded, abs=2 / len(labels) + 1e-9)
 
 
-@pytest.mark.xfail(reason="issue 12's bar of 95% is not reached yet by the committed ViT (see models/vit_digits.json)",
-                   strict=False)
 def test_committed_vit_reaches_the_issues_source_accuracy(committed_record):
     assert committed_record["pretraining"]["source_heldout_accuracy"] >= 0.95
 

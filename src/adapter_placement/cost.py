@@ -681,7 +681,7 @@ def rule_jobs(config: Mapping, rule: str, info: RuleInfo, gpu: Gpu) -> tuple[lis
             trials = X.dataset_trials(config, dataset, model)
             for b in range(X.num_batches(len(trials), k)):
                 batch = X.batch_of(trials, b, k)
-                shapes = [run_shape(config, t.dataset, t.model, t.family, t.placement, t.rank,
+                shapes = [run_shape(config, t.dataset, t.model, t.method, t.placement, t.rank,
                                     steps=t.steps, eval_split="val") for t in batch]
                 jobs.append(training_job_work(config, shapes, [t.dataset for t in batch], gpu))
         return jobs, True

@@ -121,7 +121,7 @@ def run_spec(config: Mapping, run: Run) -> RunSpec:
 def trial_spec(config: Mapping, trial: Trial) -> RunSpec:
     """A learning-rate trial (train -> val) on its family's reference placement."""
     recipe, io = _recipe_and_io(config, trial.dataset, trial.model, trial.folder(config["results"]), "lr_selection",
-                                method=trial.family, placement=trial.placement, rank=trial.rank, seed=trial.seed,
+                                method=trial.method, placement=trial.placement, rank=trial.rank, seed=trial.seed,
                                 lr=trial.lr, steps=trial.steps, train_split="train", eval_splits=("val",))
     io["tags"] = {"experiment": "lr_selection", "cell": trial.cell, "dataset": trial.dataset,
                   "placement": str(trial.placement), "family": trial.family, "seed": trial.seed}

@@ -32,6 +32,10 @@ def default_variant(config: Mapping, dataset: str) -> str:
     return variant_of("adapters", dataset_rank(config, dataset), "gelu", "bottleneck")
 
 
+# Placements whose runs select their own lr, from the adapters' grid, on trials of the placement itself
+OWN_LR_PLACEMENTS = ("all_edges",)
+
+
 @dataclass(frozen=True)
 class Run:
     """One training run of an experiment (final protocol: train+val -> test)."""
@@ -61,6 +65,10 @@ class Run:
 
     @property
     def family(self) -> str:
+        """The lr selection the run takes its lr from: its method's, except all n^2 adapters at once
+        (Fig. 15), which select their own: at the lr of 2L adapters they collapsed to chance."""
+        if self.method == "adapters" and self.placement.method in OWN_LR_PLACEMENTS:
+            return self.placement.method
         return self.method
 
     def to_dict(self) -> dict:
@@ -81,7 +89,15 @@ class Trial:
     rank: int
 
     @property
+    def method(self) -> str:
+        return "adapters" if self.family in OWN_LR_PLACEMENTS else self.family
+
+    @property
     def placement(self) -> Placement:
+        """The family's reference placement: parallel adapters for adapters, the placement itself for
+        one that selects its own lr, none for the linear probe and full fine-tuning."""
+        if self.family in OWN_LR_PLACEMENTS:
+            return Placement(self.family)
         return Placement("parallel_all" if self.family == "adapters" else "none")
 
     def folder(self, results: str) -> str:
@@ -317,7 +333,8 @@ def batch_files(config: Mapping, experiment: str, dataset: Optional[str] = None)
 def lr_grid(config: Mapping, dataset: str, model: str, family: str) -> list[tuple[float, int]]:
     """(lr, steps) candidates of a family: the modality's lr grid times the dataset's steps grid."""
     modality = config["models"][model]["modality"]
-    return [(float(lr), int(steps)) for lr in config["lr_grid"][modality][family]
+    grid = config["lr_grid"][modality]
+    return [(float(lr), int(steps)) for lr in grid[family if family in grid else "adapters"]
             for steps in config["datasets"][dataset]["steps"]]
 
 
