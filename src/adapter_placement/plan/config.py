@@ -14,7 +14,10 @@ from . import paths
 from ..data import num_classes_of
 
 PAPER_DATASETS = ("inat18", "places365", "clevr_count", "svhn", "dspr_loc", "mnli", "sst2")
-FAMILIES = ("linear_probe", "full_ft", "adapters")  # learning rates are selected per family
+# Placements whose runs select their own lr, from the adapters' grid, on trials of the placement
+# itself: all n^2 adapters at once (Fig. 15) collapsed to chance at the lr of 2L adapters
+OWN_LR_PLACEMENTS = ("all_edges",)
+FAMILIES = ("linear_probe", "full_ft", "adapters", *OWN_LR_PLACEMENTS)  # learning rates are selected per family
 TRAINING_EXPERIMENTS = ("fig1", "fig3", "table1", "fig6ab", "fig6c", "table5", "fig8", "fig9", "table7",
                         "table8", "fig15", "search")
 

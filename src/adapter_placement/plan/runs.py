@@ -15,8 +15,8 @@ from typing import Iterable, Mapping, Optional
 
 from .. import placements
 from . import paths
-from .config import (config_json, dataset_model, dataset_rank, enabled_experiments, experiment_datasets,
-                     num_nodes)
+from .config import (OWN_LR_PLACEMENTS, config_json, dataset_model, dataset_rank, enabled_experiments,
+                     experiment_datasets, num_nodes)
 from .placement import Placement
 
 
@@ -30,10 +30,6 @@ def variant_of(method: str, rank: int, activation: str, kind: str) -> str:
 def default_variant(config: Mapping, dataset: str) -> str:
     """The variant of a dataset's default adapters (its rank, GELU bottleneck: Table 1's runs)."""
     return variant_of("adapters", dataset_rank(config, dataset), "gelu", "bottleneck")
-
-
-# Placements whose runs select their own lr, from the adapters' grid, on trials of the placement itself
-OWN_LR_PLACEMENTS = ("all_edges",)
 
 
 @dataclass(frozen=True)
