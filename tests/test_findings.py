@@ -5,8 +5,8 @@ noise-level difference inconclusive, a collapsed run diverged; edge cases: ties,
 datasets, a missing cell, one seed (no noise estimate), mixed units, row order.
 
 Unless said otherwise a cell has std 1 (population) over 3 seeds: sample variance 1.5, so two such
-cells have a Welch standard error of exactly 1 (t = the difference, df = 4) and a pooled seed std of
-sqrt(1.5) = 1.2247 (2 pooled std = 2.449)."""
+cells have a standard error of exactly 1 (t = the difference, df = 4: Welch's and the pooled t agree)
+and a pooled seed std of sqrt(1.5) = 1.2247 (2 pooled std = 2.449)."""
 import json
 import math
 
@@ -162,7 +162,7 @@ def pairs(values, better="extended_max", worse="parallel_all"):
     return table1([c for d, (b, w) in values.items() for c in ((better, d, b), (worse, d, w))])
 
 
-def test_random_beats_parallel_decided_by_welch_per_dataset():
+def test_random_beats_parallel_decided_by_a_t_test_per_dataset():
     clear = pairs({"a": (80, 70), "b": (60, 50), "c": (70.5, 70)})  # t = 10, 10, 0.5
     finding = baselines.finding_random_beats_parallel(clear, PAPER1, seeds=3)
     assert finding["verdict"] == REP and "a t=10.00" in finding["statistic"]
@@ -238,12 +238,13 @@ def test_single_placement_matters_with_collapsed_runs():
 
 
 def test_mha_ffn():
-    similar = fig1({"a": [70, 70.5, 60, 60.5]})  # mean |MHA - FFN| = 0.5 <= 2.449, Welch t = 0.5
+    similar = fig1({"a": [70, 70.5, 60, 60.5]})  # mean |MHA - FFN| = 0.5 <= 2.449, t = 0.5
     assert single.finding_mha_ffn(similar)["verdict"] == REP
     different = fig1({"a": [80, 70, 60, 50]})  # t = 10 per block, p = 0.0006 < 0.05 / 2
     assert single.finding_mha_ffn(different)["verdict"] == NOT
-    middle = fig1({"a": [73, 70, 63, 60]})  # gap 3 > 2.449 but t = 3, p = 0.04 > 0.025 (Bonferroni)
-    assert 0.025 < 2 * stats.t.sf(3, 4) < 0.05
+    # gap 2.6 > 2.449 but t = 2.6 against the pooled noise of the 4 cells (8 df): p = 0.03 > 0.025 (Bonferroni)
+    middle = fig1({"a": [72.6, 70, 62.6, 60]})
+    assert 0.025 < 2 * stats.t.sf(2.6, 8) < 0.05
     assert single.finding_mha_ffn(middle)["verdict"] == INC
     assert single.finding_mha_ffn(similar, collapsed("a-1", "a-3"))["verdict"] == DIV  # no MHA left
 
@@ -644,3 +645,19 @@ def test_pooled_noise_leaves_out_cells_without_noise_and_knows_none():
     assert V.pooled_noise([1.0, math.nan, 2.0], [2, 2, 1]) == (pytest.approx(math.sqrt(2.0)), 1)
     assert math.isnan(V.pooled_noise([math.nan], [3])[0])
     assert all(math.isnan(x) for x in V.pooled_t(1.0, 2, 0.0, 2, math.nan, 0))
+
+
+def test_a_datasets_other_cells_lend_their_noise_to_a_comparison():
+    """Two cells 2.5 apart (std 1 over 3 seeds): alone, t = 2.5 on 4 df (p = 0.067, undecided); with
+    the dataset's three other cells of the same noise in the table, t = 2.5 on 10 df (p = 0.031)."""
+    rows = [("better", 72.5), ("worse", 70.0), ("x", 60.0), ("y", 65.0), ("z", 50.0)]
+    table = pd.DataFrame([{"dataset": "d", "method": m, "mean": v, "std": 1.0, "seeds": 3, "run_ids": f"d-{m}"}
+                          for m, v in rows])
+    alone = E.t_cells(table[table.method.isin(["better", "worse"])], "better", "worse", "method", 3, E.HEALTHY)
+    together = E.t_cells(table, "better", "worse", "method", 3, E.HEALTHY)
+    assert 2 * stats.t.sf(2.5, 4) > 0.05 > 2 * stats.t.sf(2.5, 10)
+    assert alone[0] == [0] and "df=4" in alone[1][0]
+    assert together[0] == [1] and "t=2.50, df=10" in together[1][0]
+    # a collapsed cell lends no noise (its seeds sit at the chance loss)
+    spared = E.t_cells(table, "better", "worse", "method", 3, collapsed("d-x", "d-y", "d-z"))
+    assert spared[0] == [0] and "df=4" in spared[1][0]

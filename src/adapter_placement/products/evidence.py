@@ -162,18 +162,29 @@ def tally(outcomes) -> str:
     return f"+{outcomes.count(1)} / -{outcomes.count(-1)} / 0: {outcomes.count(0)} of {len(outcomes)}"
 
 
-def welch_rows(a, b, n_a: int, n_b: int) -> tuple[int, str]:
-    """Welch's t of cell a vs cell b (rows with mean and std): the outcome and a short text."""
-    t, df, p = V.welch(a["mean"], a["std"], n_a, b["mean"], b["std"], n_b)
-    return V.test_outcome(t, p), f"t={fmt(t)}, p={fmt(p, 3)}"
+def noise_of(rows: pd.DataFrame) -> tuple[float, int]:
+    """The seed noise that ``rows`` share (the healthy cells of one dataset in a table or figure, with
+    ``std`` and ``seeds``): their pooled std and its degrees of freedom. With two seeds a cell has one
+    df of its own; a test of two cells against their own stds alone (Welch) rests on about two."""
+    rows = rows.dropna(subset=["mean"]) if "mean" in rows else rows
+    return V.pooled_noise(rows["std"].tolist(), rows["seeds"].tolist())
 
 
-def welch_cells(frame: pd.DataFrame, better: str, worse: str, key: str, seeds: int, health: Health):
-    """Per dataset: Welch's t of the ``better`` cell vs the ``worse`` cell (rows told apart by
-    ``key``); cells with a collapsed run are left out. (outcomes, texts, datasets left out)."""
+def t_rows(a, b, noise: tuple[float, int]) -> tuple[int, str]:
+    """Cell a vs cell b (rows with mean and seeds) against the shared seed noise (``noise_of``): the
+    outcome and a short text."""
+    t, df, p = V.pooled_t(a["mean"], int(a["seeds"]), b["mean"], int(b["seeds"]), *noise)
+    return V.test_outcome(t, p), f"t={fmt(t)}, df={noise[1]}, p={fmt(p, 3)}"
+
+
+def t_cells(frame: pd.DataFrame, better: str, worse: str, key: str, seeds: int, health: Health):
+    """Per dataset: the ``better`` cell vs the ``worse`` cell (rows told apart by ``key``), a t test
+    against the pooled seed noise of the dataset's healthy cells; cells with a collapsed run are left
+    out. (outcomes, texts, datasets left out)."""
     outcomes, texts, left_out = [], [], 0
     for dataset, part in frame.groupby("dataset", sort=False):
-        cells = part.assign(seeds=seeds_of(part, seeds)).set_index(key)
+        part = part.assign(seeds=seeds_of(part, seeds))
+        cells = part.set_index(key)
         if better not in cells.index or worse not in cells.index:
             continue
         if is_bad(cells.loc[better], health) or is_bad(cells.loc[worse], health):
@@ -181,8 +192,7 @@ def welch_cells(frame: pd.DataFrame, better: str, worse: str, key: str, seeds: i
             continue
         if not V.finite(cells.loc[better, "mean"], cells.loc[worse, "mean"]):
             continue  # a missing cell
-        outcome, text = welch_rows(cells.loc[better], cells.loc[worse], cells.loc[better, "seeds"],
-                                    cells.loc[worse, "seeds"])
+        outcome, text = t_rows(cells.loc[better], cells.loc[worse], noise_of(healthy(part, health)))
         outcomes.append(outcome)
         texts.append(f"{dataset} {text}")
     return outcomes, texts, left_out

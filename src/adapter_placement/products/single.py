@@ -14,7 +14,7 @@ from ..analysis import load_runs, pairs_by_dataset, single_edges, summarise
 from ..verdicts import spearman
 from .baselines import baselines
 from .drawing import LINE_STYLE, baseline_lines, edge_matrix, grid_axes, plt, sns
-from .evidence import HEALTHY, Finding, Health, fmt, healthy, is_bad, percent, pooled_of, seeds_of, tally
+from .evidence import HEALTHY, Finding, Health, fmt, healthy, is_bad, noise_of, percent, pooled_of, seeds_of, tally
 from .product import Batches, Product, grid_nodes
 
 
@@ -126,7 +126,7 @@ PLACEMENT_MATTERS = Finding(
     lambda e: finding_single_placement_matters(e.figure("fig1"), e.health, e.seeds))
 MHA_FFN_ALIKE = Finding(
     "Fig. 7", "MHA vs FFN parallel placement differs little on most datasets", "exceptions: Clevr-Count, dSpr-Loc",
-    "similar (mean |MHA - FFN| <= 2 pooled std, no block's Welch p < 0.05/blocks) on at least half the datasets",
+    "similar (mean |MHA - FFN| <= 2 pooled std, no block's t p < 0.05/blocks, pooled seed noise of the dataset) on at least half the datasets",
     lambda e: finding_mha_ffn(e.figure("fig1"), e.health, e.seeds))
 RECURRENT_BEST = Finding(
     "Table 3", "the best single adapter is recurrent, or within one std of the best, on most datasets", "",
@@ -165,7 +165,7 @@ def finding_single_placement_matters(fig1: pd.DataFrame, health: Health = HEALTH
 
 def finding_mha_ffn(fig1: pd.DataFrame, health: Health = HEALTHY, seeds: int = 1) -> dict:
     """Per dataset: MHA vs FFN adapter of the same block. Similar (+1) when the mean |MHA - FFN| over
-    blocks is within 2 pooled std and no block differs; different (-1) when a block's Welch t has
+    blocks is within 2 pooled std and no block differs; different (-1) when a block's t (against the dataset's pooled seed noise) has
     p < 0.05 / blocks (Bonferroni); 0 otherwise."""
     outcomes, texts, left_out = [], [], 0
     for dataset, part in fig1.groupby("dataset", sort=False):
@@ -176,8 +176,9 @@ def finding_mha_ffn(fig1: pd.DataFrame, health: Health = HEALTHY, seeds: int = 1
         if not blocks:
             left_out += len(healthy(part, health)) < len(part)
             continue
-        ps = [V.welch(cells[b, "MHA"].mean, cells[b, "MHA"].std, cells[b, "MHA"].seeds,
-                      cells[b, "FFN"].mean, cells[b, "FFN"].std, cells[b, "FFN"].seeds)[2] for b in blocks]
+        noise = noise_of(ok)
+        ps = [V.pooled_t(cells[b, "MHA"].mean, cells[b, "MHA"].seeds, cells[b, "FFN"].mean, cells[b, "FFN"].seeds,
+                         *noise)[2] for b in blocks]
         gap = float(np.mean([abs(cells[b, "MHA"].mean - cells[b, "FFN"].mean) for b in blocks]))
         pooled = pooled_of(ok)
         if any(V.finite(p) and p < V.ALPHA / len(blocks) for p in ps):

@@ -14,7 +14,7 @@ from ..analysis import (SELECTED_ON, _placement_size, best_by_train_loss, cell_t
                         lookup, number, pair_text, summarise)
 from .baselines import table1
 from .drawing import plt
-from .evidence import HEALTHY, Finding, Health, fmt, healthy, is_bad, seeds_of, welch_rows
+from .evidence import HEALTHY, Finding, Health, fmt, healthy, is_bad, noise_of, seeds_of, t_rows
 from .product import Batches, Product
 
 
@@ -123,24 +123,24 @@ def figure15(data: pd.DataFrame):
 PAPER7 = "table7_sst2_nonrecurrent"
 NONRECURRENT_BEATS_FIRST_LAST = Finding(
     "Table 7", "the best random non-recurrent placement beats first-k and last-k", "",
-    "Welch t above both at p < 0.05 (below either at p < 0.05: not reproduced; the best draw is picked by test "
+    "t above both at p < 0.05 (pooled seed noise of Table 7's cells) (below either at p < 0.05: not reproduced; the best draw is picked by test "
     "accuracy, as the paper does)",
     lambda e: finding_nonrecurrent_beats_first_last(e.table("table7"), e.paper(PAPER7), e.health, e.seeds))
 FIRST_BEATS_LAST = Finding(
-    "Table 7", "first-k beats last-k on SST2", "", "Welch t, p < 0.05",
+    "Table 7", "first-k beats last-k on SST2", "", "t against the pooled seed noise of Table 7's cells, p < 0.05",
     lambda e: finding_first_beats_last(e.table("table7"), e.paper(PAPER7), e.health, e.seeds))
 TRANSFER_FALLS_SHORT = Finding(
     "Table 8", "a placement transferred from the other text task falls short of the tailored one", "",
-    "Welch t of tailored vs transfer, p < 0.05, on at least half the datasets",
+    "t of tailored vs transfer (their pooled seed std), p < 0.05, on at least half the datasets",
     lambda e: finding_transfer(e.table("table8"), e.paper("table8_transfer"), e.health, e.seeds))
 ALL_EDGES_NO_BETTER = Finding(
     "Fig. 15", "all n^2 adapters at once do not beat the best random placement", "yes (SST2)",
-    "Welch t: best random above all n^2 at p < 0.05 (all n^2 above at p < 0.05: not reproduced)",
+    "t (pooled seed noise of Fig. 15's cells): best random above all n^2 at p < 0.05 (all n^2 above at p < 0.05: not reproduced)",
     lambda e: finding_all_edges(e.figure("fig15"), e.health, e.seeds))
 
 
 class _Table7Rows:
-    """Table 7's rows by method, for Welch's t of one row against another."""
+    """Table 7's rows by method, for a t test of one row against another."""
 
     def __init__(self, table7: pd.DataFrame, paper7: pd.DataFrame, health: Health, seeds: int):
         ours = table7.rename(columns={"accuracy_mean": "mean", "accuracy_std": "std"})
@@ -158,7 +158,7 @@ class _Table7Rows:
             return "diverged", "a run collapsed"
         if not V.finite(ours.loc[a, "mean"], ours.loc[b, "mean"]):
             return None, "missing"
-        return welch_rows(ours.loc[a], ours.loc[b], ours.loc[a, "seeds"], ours.loc[b, "seeds"])
+        return t_rows(ours.loc[a], ours.loc[b], noise_of(healthy(ours, self.health)))
 
     def mean(self, method: str) -> float:
         return self.ours.loc[method, "mean"] if method in self.ours.index else math.nan
@@ -211,7 +211,8 @@ def finding_transfer(table8: pd.DataFrame, paper8: pd.DataFrame, health: Health 
                                            "by test accuracy here, so delta > 0 by construction")
     outcomes, texts = [], []
     for r in valid.itertuples():
-        t, df, p = V.welch(r.tailored_mean, r.tailored_std, seeds, r.transfer_mean, r.transfer_std, seeds)
+        noise = V.pooled_noise([r.tailored_std, r.transfer_std], [seeds, seeds])
+        t, df, p = V.pooled_t(r.tailored_mean, seeds, r.transfer_mean, seeds, *noise)
         outcomes.append(V.test_outcome(t, p))
         texts.append(f"{r.dataset} t={fmt(t)}, p={fmt(p, 3)}")
     return TRANSFER_FALLS_SHORT.record(ours, "; ".join(texts), V.majority(outcomes), paper=paper)
@@ -228,7 +229,7 @@ def finding_all_edges(fig15: pd.DataFrame, health: Health = HEALTHY, seeds: int 
     ours = f"all {fmt(a['mean'])} vs best random {fmt(b['mean'])}"
     if is_bad(b, health) or is_bad(a, health):
         return ALL_EDGES_NO_BETTER.record(ours, "a run collapsed (train loss at ln C)", V.DIVERGED)
-    outcome, text = welch_rows(b, a, b["seeds"], a["seeds"])
+    outcome, text = t_rows(b, a, noise_of(healthy(data, health)))
     return ALL_EDGES_NO_BETTER.record(ours, text, V.outcome_verdict(outcome))
 
 

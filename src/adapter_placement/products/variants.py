@@ -11,7 +11,7 @@ from .. import verdicts as V
 from ..analysis import load_runs, single_edges, summarise
 from ..verdicts import pearson, spearman
 from .drawing import edge_matrix, plt, sns
-from .evidence import HEALTHY, Finding, Health, fmt, healthy, pooled_of, seeds_of, tally
+from .evidence import HEALTHY, Finding, Health, fmt, healthy, noise_of, pooled_of, seeds_of, tally
 from .product import Batches, Product, grid_nodes
 
 
@@ -75,7 +75,7 @@ ACTIVATIONS_ALIKE = Finding(
     "similar at at least half the N", lambda e: finding_activations_alike(e.figure("fig9"), e.health, e.seeds))
 NONLINEARITY_GROWS = Finding(
     "Fig. 9", "the non-linearity matters more with more adapters", "yes",
-    "t test (Welch-Satterthwaite) of the growth of the gap, p < 0.05",
+    "contrast t test of the growth of the gap against the pooled seed noise of Fig. 9's cells, p < 0.05",
     lambda e: finding_nonlinearity_grows(e.figure("fig9"), e.health, e.seeds))
 
 
@@ -137,8 +137,8 @@ def finding_nonlinearity_grows(fig9: pd.DataFrame, health: Health = HEALTHY, see
     if len(ns) >= 2 and all((a, n) in cells.index for a in ("gelu", "identity") for n in (ns[0], ns[-1])):
         keys = [("gelu", ns[-1]), ("identity", ns[-1]), ("gelu", ns[0]), ("identity", ns[0])]
         rows = [cells.loc[k] for k in keys]
-        t, df, p = V.contrast_test([r["mean"] for r in rows], [r["std"] for r in rows],
-                                   [int(r["seeds"]) for r in rows], [1, -1, -1, 1])
+        t, df, p = V.pooled_contrast([r["mean"] for r in rows], [int(r["seeds"]) for r in rows], [1, -1, -1, 1],
+                                     *noise_of(data))
         first, last = rows[2]["mean"] - rows[3]["mean"], rows[0]["mean"] - rows[1]["mean"]
         return NONLINEARITY_GROWS.record(f"GELU - identity: {fmt(first)} at N={ns[0]}, {fmt(last)} at N={ns[-1]}",
                                          f"t={fmt(t)}, p={fmt(p, 3)}", V.outcome_verdict(V.test_outcome(t, p)))
