@@ -592,7 +592,7 @@ def test_write_report_writes_findings_and_learnt_and_renders_them(tmp_path):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         frame.to_csv(tmp_path / f"{name}.csv", index=False)
     batch = tmp_path / "batch.json"  # the all-n^2 run kept the chance-level loss of SST-2
-    batch.write_text(json.dumps({"items": [{"key": {"experiment": "fig15", "dataset": "sst2", "placement": "all",
+    batch.write_text(json.dumps({"items": [{"key": {"experiment": "fig15", "dataset": "sst2", "placement": "all_edges",
                                                     "seed": 0, "method": "adapters"}, "edges": [[0, 1]], "lr": 0.1,
                                             "steps": 10, "status": "finished", "folder": "f",
                                             "metrics": {"test_accuracy": 0.503, "train_loss": 0.69,

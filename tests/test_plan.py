@@ -248,11 +248,11 @@ def test_a_bad_placement_name_is_named_in_the_error(name, message):
 
 
 def test_placement_fields_say_what_the_tables_parse_from_names_today():
-    # method: the selection method of Fig. 6 and the search table (analysis.method_of on the name)
+    # method: the selection method of Fig. 6 and the search table (the selection column of analysis.load_runs)
     assert [Placement.parse(n).method for n in ("gga_3", "topk_3", "random3_001", "first_3", "last_3")] == [
         "gga", "topk", "random", "first", "last"]
     assert Placement.parse("edge_switch12_000").method == "edge_switch"
-    # single_edge: analysis._edge_of
+    # single_edge: the edge column of analysis.load_runs
     assert Placement.parse("edge_4_2").single_edge == (4, 2) and Placement.parse("parallel_3").single_edge == (2, 3)
     assert Placement.parse("parallel_all").single_edge is None and Placement.parse("first_1").single_edge is None
     assert [Placement.parse(f"parallel_{k}").sublayer for k in (1, 2)] == ["MHA", "FFN"]

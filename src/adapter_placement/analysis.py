@@ -2,8 +2,9 @@
 
 ``load_runs`` reads the batch JSONs that the training jobs write (one row per run), ``summarise``
 gives mean, std and count per group with the MLflow run ids behind each cell in a ``run_ids``
-column; the placement-name parsers (``_edge_of``, ``method_of``, ``variant_of``, ``_first_random``,
-``_placement_size``); the number formatting of the Markdown tables and of "this run | paper" cells;
+column (each run's placement as the plan's ``Placement`` fields: ``selection`` (its method: random,
+gga, edge, ...), ``edge`` for single-adapter placements, ``position`` and ``sublayer`` for parallel_K,
+never parsed from its name here); the number formatting of the Markdown tables and of "this run | paper" cells;
 ``write_frame`` / ``markdown`` write a table as CSV and Markdown (the table job: ``tables.write_table``).
 
 Accuracies are fractions in ``runs`` (as the runs' metrics hold them) and percent in every table
@@ -24,6 +25,8 @@ import pandas as pd
 
 from . import atomic
 from .placements import edge_kind
+from .plan.placement import Placement
+from .plan.runs import variant_of
 
 RUN_KEYS = ("experiment", "dataset", "placement", "seed", "model", "method", "rank", "activation", "kind", "group")
 KIND_NAME = {"parallel": "parallel", "sequential": "sequential", "long-range": "long_range", "recurrent": "recurrent"}
@@ -31,26 +34,23 @@ KIND_NAME = {"parallel": "parallel", "sequential": "sequential", "long-range": "
 
 # ---------------------------------------------------------------- loading
 
-def variant_of(method: str, rank: int, activation: str, kind: str) -> str:
-    if method != "adapters":
-        return method
-    return "adapters-linear" if kind == "linear" else f"adapters-r{rank}-{activation}"
-
-
 def load_runs(paths: Iterable[str]) -> pd.DataFrame:
     """One row per run of the given batch JSONs (finished and diverged)."""
     rows = []
     for path in paths:
         for item in json.loads(Path(path).read_text())["items"]:
             key, metrics = item["key"], item["metrics"]
-            rows.append({**{k: key.get(k) for k in RUN_KEYS}, "edges": [tuple(e) for e in item["edges"]],
+            placement = Placement.parse(key["placement"])  # its fields, as item["placement"] records them
+            rows.append({**{k: key.get(k) for k in RUN_KEYS}, "selection": placement.method,
+                         "edge": placement.single_edge, "position": placement.position,
+                         "sublayer": placement.sublayer, "edges": [tuple(e) for e in item["edges"]],
                          "n_adapters": len(item["edges"]), "lr": item["lr"], "steps": item["steps"],
                          "status": item["status"], "test_accuracy": metrics.get("test_accuracy", np.nan),
                          "train_loss": metrics.get("train_loss", np.nan), "seconds": metrics.get("seconds", np.nan),
                          "steps_per_second": metrics.get("steps_per_second", np.nan),
                          "trainable_parameters": metrics.get("trainable_parameters", np.nan),
                          "run_id": metrics.get("mlflow_run_id") or "", "folder": item["folder"]})
-    columns = [*RUN_KEYS, "edges", "n_adapters", "lr", "steps", "status", "test_accuracy", "train_loss",
+    columns = [*RUN_KEYS, "selection", "edge", "position", "sublayer", "edges", "n_adapters", "lr", "steps", "status", "test_accuracy", "train_loss",
                "seconds", "steps_per_second", "trainable_parameters", "run_id", "folder"]
     runs = pd.DataFrame(rows, columns=columns)
     runs["variant"] = [variant_of(*v) for v in zip(runs.method, runs["rank"], runs.activation, runs.kind)]
@@ -78,19 +78,10 @@ def _std(values: pd.Series) -> float:
     return float(np.std(finite, ddof=0)) if len(finite) else math.nan
 
 
-def _edge_of(placement: str) -> Optional[tuple[int, int]]:
-    parts = placement.split("_")
-    if placement.startswith("edge_"):
-        return int(parts[1]), int(parts[2])
-    if placement.startswith("parallel_") and parts[1].isdigit():
-        return int(parts[1]) - 1, int(parts[1])
-    return None
-
-
 def single_edges(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, edge): mean test accuracy (%) and train loss over the finished seeds, the edge's
     kind, run ids."""
-    runs = runs.assign(edge=runs.placement.map(_edge_of)).dropna(subset=["edge"])
+    runs = runs.dropna(subset=["edge"])
     acc = summarise(runs, ["dataset", "placement", "edge"], scale=100)
     loss = summarise(runs, ["dataset", "placement"], value="train_loss")[["dataset", "placement", "mean"]]
     out = acc.merge(loss.rename(columns={"mean": "train_loss"}), on=["dataset", "placement"])
@@ -132,13 +123,9 @@ def _placement_size(runs: pd.DataFrame, placement: str) -> int:
     return int(match.n_adapters.iloc[0]) if len(match) else 0
 
 
-def method_of(placement: str) -> str:
-    """The selection method of a Fig. 6 placement name: gga, topk, random, first, last."""
-    return placement.split("_")[0].rstrip("0123456789")
-
-
-def _first_random(runs: pd.DataFrame) -> str:
-    names = sorted(p for p in runs.placement.unique() if p.startswith("random"))
+def first_random(runs: pd.DataFrame) -> str:
+    """The first random draw by name (random12_000 before random12_001), "" without one."""
+    names = sorted(runs.placement[runs.selection == "random"].unique())
     return names[0] if names else ""
 
 

@@ -30,7 +30,7 @@ def table1(runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
         for placement in ("parallel_all", "sequential_all"):
             part = summarise(mine[mine.placement == placement], ["placement"], scale=100)
             rows.append(_row(part, placement, dataset, placement))
-        random = summarise(mine[mine.placement.str.startswith("random")], ["placement"], scale=100)
+        random = summarise(mine[mine.selection == "random"], ["placement"], scale=100)
         best = random.sort_values(["mean", "placement"], ascending=[False, True]).head(1)
         rows.append(_row(best, "extended_max", dataset, best.placement.iloc[0] if len(best) else "",
                          draws=len(random)))

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .. import verdicts as V
-from ..analysis import _first_random, load_runs, markdown, read_json, summarise
+from ..analysis import first_random, load_runs, markdown, read_json, summarise
 from ..flops import Arch, adapter_flops, forward_flops, pass_flops, score_flops
 from .drawing import plt, sns
 from .evidence import Finding, fmt
@@ -39,7 +39,7 @@ def appk_table(scores: list[Mapping], models: Mapping[str, Mapping], table1_runs
                      "training_step_seconds": step_seconds, "training_run_seconds": run_seconds})
         batch = batch_sizes[s["dataset"]]
         for placement, part in runs[runs.method == "adapters"].groupby("placement"):
-            if placement.startswith("random") and placement != _first_random(runs):
+            if part.selection.iloc[0] == "random" and placement != first_random(runs):
                 continue
             edges, rank = part.edges.iloc[0], int(part["rank"].iloc[0])
             recurrent = any(i > j for i, j in edges)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .. import verdicts as V
-from ..analysis import (cell_text, first_value, load_runs, lookup, method_of, number, pair_text, read_json, single_edges,
+from ..analysis import (cell_text, first_value, load_runs, lookup, number, pair_text, read_json, single_edges,
                         summarise)
 from ..gga import gga_select
 from .baselines import baselines
@@ -53,7 +53,6 @@ def _edge_text(summary: pd.DataFrame) -> str:
 
 def fig6_data(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean test accuracy (%) per dataset, selection method and number of adapters (Fig. 6a, 6b)."""
-    runs = runs.assign(selection=runs.placement.map(method_of))
     return summarise(runs, ["dataset", "selection", "n_adapters"], scale=100)
 
 

@@ -21,7 +21,7 @@ from .product import Batches, Product
 def table7(runs: pd.DataFrame, table1_runs: pd.DataFrame, dataset: str, n_adapters: int) -> pd.DataFrame:
     """Best random non-recurrent placement of N vs first-N, last-N, and Table 1's references."""
     mine = runs[runs.dataset == dataset]
-    randnr = summarise(mine[mine.placement.str.startswith("randnr")], ["placement"], scale=100)
+    randnr = summarise(mine[mine.selection == "randnr"], ["placement"], scale=100)
     best_nr = randnr.sort_values(["mean", "placement"], ascending=[False, True]).head(1)
     t1 = table1(table1_runs, [dataset]).set_index("method")
     rows = [
@@ -64,7 +64,7 @@ def table8(runs: pd.DataFrame, table1_runs: pd.DataFrame, datasets: list[str]) -
 
 def _best_random(table1_runs: pd.DataFrame, dataset: str) -> tuple[Optional[str], pd.DataFrame]:
     """The Table 1 random placement of ``dataset`` chosen by train loss, and its summary (percent)."""
-    mine = table1_runs[(table1_runs.dataset == dataset) & table1_runs.placement.str.match(r"^random\d+_\d+$")]
+    mine = table1_runs[(table1_runs.dataset == dataset) & (table1_runs.selection == "random")]
     name = best_by_train_loss(mine)
     return name, summarise(mine[mine.placement == name], ["placement"], scale=100)
 
