@@ -15,9 +15,12 @@ min_version("8.20")
 if not workflow.config_settings.configfiles:
     configfile: "config.yaml"
 
+from adapter_placement import plan as X
+
+for _key in workflow.config_settings.config:  # --config seeds=[2,3]: ["2", "3"] -> [2, 3]
+    config[_key] = X.command_line_values(config[_key])
 validate(config, "workflow/schemas/config.schema.yaml")
 
-from adapter_placement import plan as X
 from adapter_placement.plan import paths as P
 from adapter_placement.data import known_tasks
 

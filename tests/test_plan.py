@@ -302,3 +302,10 @@ def test_all_n2_adapters_select_their_own_lr_on_trials_of_all_n2_adapters():
     assert ("sst2", "minilm", "all_edges") in X.lr_families(config)
     # every other adapter run keeps the adapters' selection
     assert {r.family for r in X.plan(config, "table1") if r.method == "adapters"} == {"adapters"}
+
+
+def test_command_line_values_are_read_as_yaml_reads_them():
+    assert X.command_line_values(["2", "3"]) == [2, 3]
+    assert X.command_line_values({"a": ["0.5", "x"], "b": "results"}) == {"a": [0.5, "x"], "b": "results"}
+    assert X.command_line_values(["true", "null", ""]) == ["true", "null", ""]  # only numbers change
+    assert X.command_line_values(7) == 7

@@ -6,11 +6,26 @@ from __future__ import annotations
 import os
 from typing import Iterable, Mapping
 
+import yaml
+
 from .config import dataset_model, experiment_datasets, is_pretrained_here, num_nodes
 
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names its path in the config."""
+
+
+def command_line_values(value):
+    """A ``--config KEY=VALUE`` value as YAML reads it: Snakemake parses ``seeds=[2,3]`` into the
+    list ``["2", "3"]`` (the list, not its items), which the schema would refuse."""
+    if isinstance(value, list):
+        return [command_line_values(item) for item in value]
+    if isinstance(value, dict):
+        return {key: command_line_values(item) for key, item in value.items()}
+    if isinstance(value, str):
+        parsed = yaml.safe_load(value) if value.strip() else value
+        return parsed if isinstance(parsed, (int, float)) and not isinstance(parsed, bool) else value
+    return value
 
 
 def check_config(config: Mapping, known_tasks: Iterable[str], path_exists=None) -> None:
