@@ -329,8 +329,8 @@ def batch_files(config: Mapping, experiment: str, dataset: Optional[str] = None)
 def lr_grid(config: Mapping, dataset: str, model: str, family: str) -> list[tuple[float, int]]:
     """(lr, steps) candidates of a family: the modality's lr grid times the dataset's steps grid."""
     modality = config["models"][model]["modality"]
-    grid = config["lr_grid"][modality]
-    return [(float(lr), int(steps)) for lr in grid[family if family in grid else "adapters"]
+    grid = config["lr_grid"][modality]["adapters" if family in OWN_LR_PLACEMENTS else family]
+    return [(float(lr), int(steps)) for lr in grid
             for steps in config["datasets"][dataset]["steps"]]
 
 

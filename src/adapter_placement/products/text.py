@@ -145,6 +145,7 @@ class _Table7Rows:
     def __init__(self, table7: pd.DataFrame, paper7: pd.DataFrame, health: Health, seeds: int):
         ours = table7.rename(columns={"accuracy_mean": "mean", "accuracy_std": "std"})
         self.ours, self.health = ours.assign(seeds=seeds_of(ours, seeds)).set_index("method"), health
+        self.noise = noise_of(healthy(self.ours, health))  # the seed noise every comparison shares
         # the paper's rows carry the number of draws: extended_no_recurrent_max20, ..._max100
         self.theirs = paper7.assign(method=paper7.method.str.replace(r"_max\d+$", "_max", regex=True)) \
             .set_index("method").accuracy_mean
@@ -158,7 +159,7 @@ class _Table7Rows:
             return "diverged", "a run collapsed"
         if not V.finite(ours.loc[a, "mean"], ours.loc[b, "mean"]):
             return None, "missing"
-        return t_rows(ours.loc[a], ours.loc[b], noise_of(healthy(ours, self.health)))
+        return t_rows(ours.loc[a], ours.loc[b], self.noise)
 
     def mean(self, method: str) -> float:
         return self.ours.loc[method, "mean"] if method in self.ours.index else math.nan
