@@ -84,11 +84,17 @@ def lr_factor(step: int, steps: int, warmup: int, decay: str) -> float:
     return 0.5 * (1 + math.cos(math.pi * progress)) if decay == "cosine" else max(0.0, 1 - progress)
 
 
+FUSED_DEVICES = ("cpu", "cuda")  # where torch has a fused AdamW kernel
+
+
 def make_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
     params = list(params)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    # One fused kernel over all tensors instead of a Python loop per tensor: on the CPU, MiniLM's
+    # full fine-tuning step spends 27 ms in it instead of 162 ms (benchmarks/bench_train.py).
+    fused = bool(params) and all(p.device.type in FUSED_DEVICES for p in params)
+    return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=fused or None)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, recipe: Recipe, step: int) -> float:

@@ -39,7 +39,7 @@ from .adapters import check_adapter_args
 from .backbones import describe
 from .cache import NodeCache, fill_together
 from .data import num_classes_of
-from .data.tasks import InMemoryTask, index_inputs
+from .data.tasks import InMemoryTask, index_inputs, trim_padding
 from .data.tfds_loader import TfdsTask
 from .device import check_device_spec, check_precision, enable_tf32, resolve_device
 from .engine import NonFiniteLossError, Recipe, default_warmup, recipe_for
@@ -253,7 +253,8 @@ def training_batches(task, cfg: TrainConfig, first_step: int, cache=None):
         for step in itertools.count(first_step):
             index = batch_indices(len(labels), cfg.batch_size, cfg.seed, step)
             extras = cache.extras(cfg.train_split, index) if cache else {}
-            yield index_inputs(inputs, index), labels[index], extras
+            batch, extras = trim_padding(index_inputs(inputs, index), extras)
+            yield batch, labels[index], extras
         return
     per_epoch = max(1, task.split_sizes[cfg.train_split] // cfg.batch_size)
     epoch, skip = divmod(first_step, per_epoch)
@@ -265,7 +266,7 @@ def training_batches(task, cfg: TrainConfig, first_step: int, cache=None):
         else:
             epoch_batches = itertools.islice(task.batches(cfg.train_split, cfg.batch_size, **order), skip, None)
         for inputs, labels in epoch_batches:
-            yield inputs, labels, {}
+            yield trim_padding(inputs)[0], labels, {}
         epoch, skip = epoch + 1, 0
 
 
@@ -273,12 +274,13 @@ def eval_batches(task, split: str, batch_size: int, cache=None):
     """(inputs, labels, extras) over a whole split, in order."""
     if not (isinstance(task, InMemoryTask) or cache is not None):
         for inputs, labels in task.batches(split, batch_size):
-            yield inputs, labels, {}
+            yield trim_padding(inputs)[0], labels, {}
         return
     inputs, labels = task.tensors(split)
     for start in range(0, len(labels), batch_size):
         index = torch.arange(start, min(start + batch_size, len(labels)))
-        yield index_inputs(inputs, index), labels[index], (cache.extras(split, index) if cache else {})
+        batch, extras = trim_padding(index_inputs(inputs, index), cache.extras(split, index) if cache else {})
+        yield batch, labels[index], extras
 
 
 def _progress(cfg: TrainConfig, first_step: int):
