@@ -126,3 +126,47 @@ def test_text_split_digest_sees_every_tensor_of_the_token_dict(tmp_path):
         assert path(other).parent.parent == base.parent.parent  # same task folder, another split folder
     assert NodeCache(graph, changed(attention_mask=mask), tmp_path, "small-roberta", 0).path("val", "pre4") == \
         NodeCache(graph, task, tmp_path, "small-roberta", 0).path("val", "pre4")  # other splits unchanged
+
+
+# ---------------------------------------------------------------- batches cut to their own longest example
+
+def test_trim_padding_cuts_only_the_trailing_columns_no_example_attends_to():
+    from adapter_placement.data.tasks import trim_padding
+
+    mask = torch.tensor([[1, 1, 0, 1, 0, 0], [1, 1, 1, 0, 0, 0]])  # column 2 is padding of row 0 only
+    inputs = {"input_ids": torch.arange(12).view(2, 6), "attention_mask": mask}
+    extras = {"prefix": torch.zeros(2, 6, 5), "first_pass": {3: torch.ones(2, 6, 5)}}
+    cut, cut_extras = trim_padding(inputs, extras)
+    assert cut["input_ids"].tolist() == [[0, 1, 2, 3], [6, 7, 8, 9]]
+    assert cut_extras["prefix"].shape == (2, 4, 5) and cut_extras["first_pass"][3].shape == (2, 4, 5)
+    images = torch.zeros(2, 3, 8, 8)
+    assert trim_padding(images)[0] is images  # vision passes unchanged
+    full = {"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3, dtype=torch.long)}
+    assert trim_padding(full)[0] is full
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_a_cut_batch_gives_the_logits_of_the_padded_one(family, tmp_path):
+    """The cut columns are padding: with cached prefix and first-pass states cut alike, every
+    example's logits equal those of the batch padded to the split's longest example."""
+    from adapter_placement.data.tasks import trim_padding
+
+    model = small_text_model(family)
+    task = roberta_task()
+    if family == "bert":  # BERT pads with 0
+        for inputs, _ in task.splits.values():
+            inputs["input_ids"][inputs["attention_mask"] == 0] = 0
+    inputs, _ = task.tensors("train")
+    inputs["input_ids"][:, -2:], inputs["attention_mask"][:, -2:] = (0 if family == "bert" else 1), 0
+    graph = AdapterGraph(model, [(3, 5), (1, 6), (6, 4)], rank=4)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in graph.adapter_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        cache = NodeCache(graph, task, tmp_path, "toy", 0)
+        index = torch.tensor([0, 2, 3])
+        batch, extras = index_inputs(inputs, index), cache.extras("train", index)
+        cut, cut_extras = trim_padding(batch, extras)
+        assert cut["input_ids"].shape[1] < batch["input_ids"].shape[1]
+        torch.testing.assert_close(graph(**cut, **cut_extras).logits, graph(**batch, **extras).logits,
+                                   rtol=1e-5, atol=1e-6)

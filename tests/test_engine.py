@@ -153,6 +153,27 @@ def test_bf16_autocast_really_runs_matmuls_in_bfloat16():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
 
 
+def test_the_text_optimiser_is_fused_adamw_and_steps_as_the_hand_written_update():
+    """AdamW with decoupled weight decay (Loshchilov & Hutter), written out for three steps, against
+    the fused kernel make_optimizer picks on the CPU."""
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(5, 4, generator=g)
+    grads = [torch.randn(5, 4, generator=g) for _ in range(3)]
+    recipe = Recipe("adamw", 1e-2, 3, warmup=0, decay="constant", weight_decay=0.1)
+    param = torch.nn.Parameter(start.clone())
+    opt = engine.make_optimizer(recipe, [param])
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"]
+    lr, (b1, b2), eps = 1e-2, (0.9, 0.999), 1e-8
+    w, m, v = start.clone(), torch.zeros_like(start), torch.zeros_like(start)
+    for t, grad in enumerate(grads, 1):
+        param.grad = grad.clone()
+        opt.step()
+        w = w * (1 - lr * 0.1)
+        m, v = b1 * m + (1 - b1) * grad, b2 * v + (1 - b2) * grad * grad
+        w = w - lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps)
+        torch.testing.assert_close(param.detach(), w, rtol=1e-5, atol=1e-6)
+
+
 def test_resuming_continues_the_schedule_and_the_momentum():
     """Steps 0-9 at once equal steps 0-4, then 5-9 with the same optimiser (what a checkpoint holds)."""
     images, labels = torch.randn(8, 3, 16, 16), torch.arange(8) % 4
