@@ -1,0 +1,95 @@
+"""Two costs of a MiniLM training step on the embedded text tasks, each measured side by side.
+
+1. optimiser : one AdamW step over all of MiniLM's parameters (full fine-tuning), torch's per-tensor
+               loop against the fused kernel that ``engine.make_optimizer`` picks on CPU and CUDA
+2. padding   : forward + backward of parallel adapters on MNLI-stand-in batches padded to the
+               split's longest example against the same batches cut to their own longest
+               (``data.tasks.trim_padding``)
+
+Both sides of a ratio run in the same process, interleaved (A B, B A, ...); medians over repeats.
+
+    python benchmarks/bench_text_step.py --threads 1 --repeats 15
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from adapter_placement.backbones import call_model
+from adapter_placement.data import load_task
+from adapter_placement.data.tasks import index_inputs, trim_padding
+from adapter_placement.engine import logits_of
+from adapter_placement.graph import AdapterGraph
+from adapter_placement.models import load_model
+from adapter_placement.placements import parallel_all
+
+
+def interleaved(a, b, repeats: int) -> tuple[float, float]:
+    """Median seconds of a() and b(), alternating which goes first."""
+    times = {0: [], 1: []}
+    for r in range(repeats):
+        for k in ((0, 1) if r % 2 == 0 else (1, 0)):
+            started = time.perf_counter()
+            (a, b)[k]()
+            times[k].append(time.perf_counter() - started)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def bench_optimiser(repeats: int) -> tuple[float, float]:
+    model = load_model("minilm", 3).model
+    params = list(model.parameters())
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    loop = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.1, foreach=False)
+    fused = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.1, fused=True)
+    loop.step(), fused.step()  # allocate the moments outside the timing
+    return interleaved(loop.step, fused.step, repeats)
+
+
+def bench_padding(repeats: int, batch_size: int) -> tuple[float, float, float, float]:
+    loaded = load_model("minilm", 3)
+    graph = AdapterGraph(loaded.model, parallel_all(13), rank=8).train()
+    task = load_task("vader_mnli", seed=0, sizes={"train": 3000, "val": 300, "test": 1000})
+    inputs, labels = task.tensors("train")
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, len(labels), (batch_size,), generator=g) for _ in range(repeats)]
+    state = {"k": 0}
+
+    def step(cut: bool):
+        index = batches[state["k"] % repeats]
+        state["k"] += 1
+        batch = index_inputs(inputs, index)
+        if cut:
+            batch = trim_padding(batch)[0]
+        loss = F.cross_entropy(logits_of(call_model(graph, batch)), labels[index])
+        loss.backward()
+        graph.zero_grad(set_to_none=True)
+
+    widths = [trim_padding(index_inputs(inputs, i))[0]["input_ids"].shape[1] for i in batches]
+    padded, cut = interleaved(lambda: step(False), lambda: step(True), repeats)
+    return padded, cut, float(inputs["input_ids"].shape[1]), statistics.mean(widths)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=32)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    loop, fused = bench_optimiser(args.repeats)
+    print(f"AdamW step, MiniLM (22.7M parameters): loop {1e3 * loop:.1f} ms, fused {1e3 * fused:.1f} ms, "
+          f"fused / loop = {fused / loop:.2f}")
+    padded, cut, width, mean_width = bench_padding(args.repeats, args.batch_size)
+    print(f"PA forward + backward, MNLI stand-in, batch {args.batch_size}: padded to {width:.0f} tokens "
+          f"{1e3 * padded:.1f} ms, cut (mean {mean_width:.1f} tokens) {1e3 * cut:.1f} ms, "
+          f"cut / padded = {cut / padded:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
