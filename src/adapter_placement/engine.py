@@ -91,8 +91,8 @@ def make_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
     params = list(params)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    # One fused kernel over all tensors instead of a Python loop per tensor: on the CPU, MiniLM's
-    # full fine-tuning step spends 27 ms in it instead of 162 ms (benchmarks/bench_train.py).
+    # One fused kernel over all tensors instead of a loop per tensor: on the CPU, MiniLM's full
+    # fine-tuning update takes 0.13x the time (benchmarks/bench_text_step.py).
     fused = bool(params) and all(p.device.type in FUSED_DEVICES for p in params)
     return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=fused or None)
 
