@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -26,17 +25,16 @@ from adapter_placement.engine import logits_of
 from adapter_placement.graph import AdapterGraph
 from adapter_placement.models import load_model
 from adapter_placement.placements import parallel_all
+from bench_graph import time_interleaved  # the benchmarks' one side-by-side timer
+
+
+CPU = torch.device("cpu")
 
 
 def interleaved(a, b, repeats: int) -> tuple[float, float]:
-    """Median seconds of a() and b(), alternating which goes first."""
-    times = {0: [], 1: []}
-    for r in range(repeats):
-        for k in ((0, 1) if r % 2 == 0 else (1, 0)):
-            started = time.perf_counter()
-            (a, b)[k]()
-            times[k].append(time.perf_counter() - started)
-    return statistics.median(times[0]), statistics.median(times[1])
+    """Median seconds of a() and b() after one warm-up call each, alternating which goes first."""
+    times = time_interleaved({"a": a, "b": b}, repeats, CPU)
+    return statistics.median(times["a"]), statistics.median(times["b"])
 
 
 def bench_optimiser(repeats: int) -> tuple[float, float]:
@@ -46,7 +44,6 @@ def bench_optimiser(repeats: int) -> tuple[float, float]:
         p.grad = torch.randn_like(p) * 1e-3
     loop = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.1, foreach=False)
     fused = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.1, fused=True)
-    loop.step(), fused.step()  # allocate the moments outside the timing
     return interleaved(loop.step, fused.step, repeats)
 
 

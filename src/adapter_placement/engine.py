@@ -92,7 +92,7 @@ def make_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     # One fused kernel over all tensors instead of a loop per tensor: on the CPU, MiniLM's full
-    # fine-tuning update takes 0.13x the time (benchmarks/bench_text_step.py).
+    # fine-tuning update takes 0.14x the time (benchmarks/bench_text_step.py).
     fused = bool(params) and all(p.device.type in FUSED_DEVICES for p in params)
     return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=fused or None)
 

@@ -61,7 +61,7 @@ def trim_padding(inputs: Inputs, extras: Mapping | None = None) -> tuple[Inputs,
     example of the batch attends to. A split is padded to its longest example, a batch need only be
     padded to its own: the columns cut are padding that no attention mask lets through, so the
     outputs at the remaining positions are the same; parallel adapters on the MNLI stand-in step in
-    0.58x the time (benchmarks/bench_text_step.py). Vision inputs (tensors) pass unchanged."""
+    0.76x the time (benchmarks/bench_text_step.py). Vision inputs (tensors) pass unchanged."""
     extras = dict(extras or {})
     if not isinstance(inputs, Mapping) or "attention_mask" not in inputs:
         return inputs, extras
