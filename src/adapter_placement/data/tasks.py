@@ -75,7 +75,7 @@ def trim_padding(inputs: Inputs, extras: Mapping | None = None) -> tuple[Inputs,
         if isinstance(value, Mapping):
             return {key: cut(v) for key, v in value.items()}
         return value[:, :width] if torch.is_tensor(value) and value.dim() >= 2 else value
-    return {key: value[:, :width] for key, value in inputs.items()}, cut(extras)
+    return cut(inputs), cut(extras)
 
 
 def tensors_digest(inputs: Inputs, labels: torch.Tensor) -> str:

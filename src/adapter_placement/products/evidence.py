@@ -6,6 +6,7 @@ A finding's verdict is one of four: reproduced, not reproduced, inconclusive (th
 decide) or diverged (its runs never left the chance-level train loss; they are no evidence)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Optional
@@ -160,6 +161,11 @@ def percent(frame: pd.DataFrame, columns=("mean", "std")) -> pd.DataFrame:
 def tally(outcomes) -> str:
     outcomes = list(outcomes)
     return f"+{outcomes.count(1)} / -{outcomes.count(-1)} / 0: {outcomes.count(0)} of {len(outcomes)}"
+
+
+def in_pooled_std(diff: float, pooled: float) -> str:
+    """A difference in units of the pooled seed std, as the findings print it."""
+    return f"{fmt(diff / pooled if pooled else math.nan)} pooled std"
 
 
 def noise_of(rows: pd.DataFrame) -> tuple[float, int]:

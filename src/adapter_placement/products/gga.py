@@ -3,7 +3,6 @@ the rank (Fig. 6c), one adapter of rank L*r against L FFN-parallel adapters of r
 GGA's discounting (Fig. 14), with their findings."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd
@@ -14,7 +13,7 @@ from ..analysis import (cell_text, first_value, load_runs, lookup, number, pair_
 from ..gga import gga_select
 from .baselines import baselines
 from .drawing import baseline_lines, edge_matrix, plt, sns
-from .evidence import HEALTHY, Finding, Health, fmt, healthy, is_bad, noise_of, seeds_of, t_rows, tally
+from .evidence import HEALTHY, Finding, Health, fmt, healthy, in_pooled_std, is_bad, noise_of, seeds_of, t_rows, tally
 from .product import Batches, Product, Scores
 
 
@@ -204,7 +203,7 @@ def finding_gga_matches_pa(fig6: pd.DataFrame, table1: pd.DataFrame, health: Hea
     pooled = V.pooled_std([g["std"], p["std"]], [seeds_of(gga, seeds).iloc[0], seeds_of(pa, seeds).iloc[0]])
     diff = g["mean"] - p["mean"]
     return GGA_MATCHES_PA.record(f"GGA {fmt(g['mean'])} vs PA {fmt(p['mean'])}",
-                                 f"difference {fmt(diff)} points = {fmt(diff / pooled if pooled else math.nan)} pooled std",
+                                 f"difference {fmt(diff)} points = {in_pooled_std(diff, pooled)}",
                                  V.outcome_verdict(V.match_outcome(diff, pooled)), n=n, dataset=dataset)
 
 
@@ -233,7 +232,7 @@ def finding_single_matches_ffn(table5: pd.DataFrame, health: Health = HEALTHY, s
         pooled = V.pooled_std([r.all_parallel_ffn_std, r.single_best_std], [seeds, seeds])
         diff = r.single_best_mean - r.all_parallel_ffn_mean
         outcomes.append(V.match_outcome(diff, pooled))
-        texts.append(f"r{r.rank} {fmt(diff)} ({fmt(diff / pooled if pooled else math.nan)} pooled std)")
+        texts.append(f"r{r.rank} {fmt(diff)} ({in_pooled_std(diff, pooled)})")
     return SINGLE_MATCHES_FFN.record("single - FFN: " + "; ".join(texts), tally(outcomes),
                                      V.majority(outcomes, int(len(healthy(table5, health)) < len(table5))))
 

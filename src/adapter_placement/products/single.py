@@ -14,7 +14,7 @@ from ..analysis import load_runs, pairs_by_dataset, single_edges, summarise
 from ..verdicts import spearman
 from .baselines import baselines
 from .drawing import LINE_STYLE, baseline_lines, edge_matrix, grid_axes, plt, sns
-from .evidence import HEALTHY, Finding, Health, fmt, healthy, is_bad, noise_of, percent, pooled_of, seeds_of, tally
+from .evidence import HEALTHY, Finding, Health, fmt, healthy, in_pooled_std, is_bad, noise_of, percent, pooled_of, seeds_of, tally
 from .product import Batches, Product, grid_nodes
 
 
@@ -219,7 +219,7 @@ def finding_recurrent_best(table3: pd.DataFrame, paper3: pd.DataFrame, health: H
         pooled = V.pooled_std([rec["std"].iloc[0], top["std"]], [rec["seeds"].iloc[0], top["seeds"]])
         diff = rec["mean"].iloc[0] - top["mean"]
         outcomes.append(V.match_outcome(diff, pooled))
-        texts.append(f"{dataset} rec - {top.adapter_type} = {fmt(diff, 3)} ({fmt(diff / pooled if pooled else math.nan)} pooled std)")
+        texts.append(f"{dataset} rec - {top.adapter_type} = {fmt(diff, 3)} ({in_pooled_std(diff, pooled)})")
     theirs, paper_total = _paper_recurrent_count(paper3)
     return RECURRENT_BEST.record("; ".join(texts), tally(outcomes), V.majority(outcomes, left_out),
                                  paper=f"{theirs} of {paper_total} datasets")
@@ -246,7 +246,7 @@ def finding_single_vs_parallel(table3: pd.DataFrame, table1: pd.DataFrame, healt
         outcome = V.match_outcome(diff, pooled)
         outcomes.append(outcome)
         hits += [dataset] if outcome == 1 else []
-        texts.append(f"{dataset} {fmt(diff)} points ({fmt(diff / pooled if pooled else math.nan)} pooled std)")
+        texts.append(f"{dataset} {fmt(diff)} points ({in_pooled_std(diff, pooled)})")
     if not outcomes:
         verdict = V.DIVERGED if left_out else V.INCONCLUSIVE
     else:

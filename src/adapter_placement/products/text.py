@@ -14,7 +14,7 @@ from ..analysis import (SELECTED_ON, _placement_size, best_by_train_loss, cell_t
                         lookup, number, pair_text, summarise)
 from .baselines import table1
 from .drawing import plt
-from .evidence import HEALTHY, Finding, Health, fmt, healthy, is_bad, noise_of, seeds_of, t_rows
+from .evidence import HEALTHY, Finding, Health, fmt, healthy, in_pooled_std, is_bad, noise_of, seeds_of, t_rows
 from .product import Batches, Product
 
 
@@ -233,7 +233,7 @@ def finding_all_edges(fig15: pd.DataFrame, health: Health = HEALTHY, seeds: int 
         return ALL_EDGES_NO_BETTER.record(ours, "a run collapsed (train loss at ln C)", V.DIVERGED)
     pooled, _ = noise_of(healthy(data, health))
     diff = b["mean"] - a["mean"]
-    text = f"best random - all = {fmt(diff)} points ({fmt(diff / pooled if pooled else math.nan)} pooled std)"
+    text = f"best random - all = {fmt(diff)} points ({in_pooled_std(diff, pooled)})"
     return ALL_EDGES_NO_BETTER.record(ours, text, V.outcome_verdict(V.match_outcome(diff, pooled)))
 
 
