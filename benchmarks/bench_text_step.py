@@ -5,6 +5,8 @@
 2. padding   : forward + backward of parallel adapters on MNLI-stand-in batches padded to the
                split's longest example against the same batches cut to their own longest
                (``data.tasks.trim_padding``)
+3. precision : the same cut batches in fp32 against bf16 autocast (config.yaml's ``precision: bf16``
+               of MiniLM: worth it on CPUs with AVX512-BF16 or AMX, slower on those without)
 
 Both sides of a ratio run in the same process, interleaved (A B, B A, ...); medians over repeats.
 
@@ -56,19 +58,22 @@ def bench_padding(repeats: int, batch_size: int) -> tuple[float, float, float, f
     batches = [torch.randint(0, len(labels), (batch_size,), generator=g) for _ in range(repeats)]
     state = {"k": 0}
 
-    def step(cut: bool):
+    def step(cut: bool, bf16: bool = False):
         index = batches[state["k"] % repeats]
         state["k"] += 1
         batch = index_inputs(inputs, index)
         if cut:
             batch = trim_padding(batch)[0]
-        loss = F.cross_entropy(logits_of(call_model(graph, batch)), labels[index])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = logits_of(call_model(graph, batch))
+        loss = F.cross_entropy(logits.float(), labels[index])
         loss.backward()
         graph.zero_grad(set_to_none=True)
 
     widths = [trim_padding(index_inputs(inputs, i))[0]["input_ids"].shape[1] for i in batches]
     padded, cut = interleaved(lambda: step(False), lambda: step(True), repeats)
-    return padded, cut, float(inputs["input_ids"].shape[1]), statistics.mean(widths)
+    fp32, bf16 = interleaved(lambda: step(True), lambda: step(True, bf16=True), repeats)
+    return padded, cut, float(inputs["input_ids"].shape[1]), statistics.mean(widths), fp32, bf16
 
 
 def main(argv=None) -> int:
@@ -81,10 +86,12 @@ def main(argv=None) -> int:
     loop, fused = bench_optimiser(args.repeats)
     print(f"AdamW step, MiniLM (22.7M parameters): loop {1e3 * loop:.1f} ms, fused {1e3 * fused:.1f} ms, "
           f"fused / loop = {fused / loop:.2f}")
-    padded, cut, width, mean_width = bench_padding(args.repeats, args.batch_size)
+    padded, cut, width, mean_width, fp32, bf16 = bench_padding(args.repeats, args.batch_size)
     print(f"PA forward + backward, MNLI stand-in, batch {args.batch_size}: padded to {width:.0f} tokens "
           f"{1e3 * padded:.1f} ms, cut (mean {mean_width:.1f} tokens) {1e3 * cut:.1f} ms, "
           f"cut / padded = {cut / padded:.2f}")
+    print(f"the cut batches in fp32 {1e3 * fp32:.1f} ms, in bf16 autocast {1e3 * bf16:.1f} ms, "
+          f"bf16 / fp32 = {bf16 / fp32:.2f}")
     return 0
 
 

@@ -16,7 +16,8 @@ from adapter_placement.data import __main__ as cli
 from adapter_placement.data import digits, registry, render, tasks, text, tfds_loader
 
 SMALL = {"train": 40, "val": 10, "test": 20}
-VISION_TASKS = ["digits_natural", "digits_count", "digits_location", "digit_pairs", "digit_scenes", "digit_species"]
+VISION_TASKS = ["digits_natural", "digits_count", "digits_location", "digit_pairs", "digit_scenes", "digit_species",
+                "digit_poses"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -256,7 +257,6 @@ def test_species_label_is_ten_times_digit_plus_the_hue_of_its_ink(monkeypatch):
     splits = digits.make_digit_species(_cores_encoding_their_class(labels), labels, pools,
                                      np.random.default_rng(0), SMALL)
     assert np.array_equal(np.concatenate([splits[s][1] for s in ("train", "val", "test")]), seen)
-    assert data.STAND_IN["inat2018"] == "digit_species"
 
 
 def test_species_ink_has_its_class_hue():
@@ -269,6 +269,42 @@ def test_species_ink_has_its_class_hue():
         hue = colorsys.rgb_to_hsv(*image[:, ys[0], xs[0]])[0]
         distance = abs((hue - hue_class / digits.SPECIES_HUES + 0.5) % 1.0 - 0.5)
         assert distance <= digits.SPECIES_HUE_JITTER + 1e-6
+
+
+def test_pose_label_is_ten_times_digit_plus_the_pose_it_is_turned_to(monkeypatch):
+    _, labels = render.mnist_digits()
+    seen = []
+    original = digits.render_pose
+
+    def spy(sprite, pose, rng):
+        seen.append(10 * _decode(sprite) + pose)
+        return original(sprite, pose, rng)
+
+    monkeypatch.setattr(digits, "render_pose", spy)
+    pools = render.split_pool(render.mnist_partition()[1], np.random.default_rng(0))
+    splits = digits.make_digit_poses(_cores_encoding_their_class(labels), labels, pools,
+                                     np.random.default_rng(0), SMALL)
+    assert np.array_equal(np.concatenate([splits[s][1] for s in ("train", "val", "test")]), seen)
+    assert data.STAND_IN["inat2018"] == "digit_poses"
+
+
+def _principal_axis_degrees(image: np.ndarray) -> float:
+    """Orientation of the bright pixels' major axis from their second moments, in (-90, 90],
+    counter-clockwise from the horizontal with rows growing downwards."""
+    ys, xs = np.nonzero(image > 0.5)
+    x, y = xs - xs.mean(), -(ys - ys.mean())  # y up, as the rotation's counter-clockwise
+    return float(np.degrees(0.5 * np.arctan2(2 * (x * y).mean(), (x * x).mean() - (y * y).mean())))
+
+
+def test_pose_turns_a_vertical_bar_to_its_class_angle():
+    bar = np.zeros((16, 16), np.float32)
+    bar[1:15, 7:9] = 1.0
+    for pose in range(digits.POSES):
+        image = digits.render_pose(bar, pose, np.random.default_rng(pose))
+        expected = 90.0 + digits.pose_angle(pose)
+        expected = expected - 180.0 if expected > 90.0 else expected
+        difference = (_principal_axis_degrees(image.max(0)) - expected + 90.0) % 180.0 - 90.0
+        assert abs(difference) <= digits.POSE_JITTER + 3.0, (pose, difference)
 
 
 def test_scene_label_is_the_unordered_pair_of_pasted_digits(monkeypatch):

@@ -261,6 +261,33 @@ def test_placement_fields_say_what_the_tables_parse_from_names_today():
     assert Placement.parse("gga_3").from_results and not Placement.parse("randnr3_000").from_results
 
 
+def test_table1_draws_are_numbered_across_datasets_so_no_two_train_one_placement(embedded):
+    draws = embedded["experiments"]["table1"]["random_draws"]
+    by_dataset = {}
+    for run in X.plan(embedded, "table1"):
+        if run.placement.method == "random":
+            by_dataset.setdefault(run.dataset, set()).add(run.placement.seed)
+    datasets = embedded["experiments"]["table1"]["datasets"]
+    assert [sorted(by_dataset[d]) for d in datasets] == [
+        list(range(i * draws, (i + 1) * draws)) for i in range(len(datasets))]
+    sst2, mnli = (set(map(tuple, Placement("random", count=12, seed=k).edges(13))) for k in
+                  (min(by_dataset["sst2"]), min(by_dataset["mnli"])))
+    assert sst2 != mnli  # Table 8 transfers a placement the other task did not draw itself
+
+
+def test_a_models_precision_overrides_the_configs_in_its_jobs(embedded):
+    config = copy.deepcopy(embedded)
+    config["precision"] = "fp32"
+    config["models"]["minilm"]["precision"] = "bf16"
+    config["models"]["vit"].pop("precision", None)
+    text = next(r for r in X.plan(config, "table1") if r.model == "minilm")
+    vision = next(r for r in X.plan(config, "table1") if r.model == "vit")
+    assert X.run_spec(config, text).recipe.precision == "bf16"
+    assert X.run_spec(config, vision).recipe.precision == "fp32"
+    assert X.scores_spec(config, "sst2", "minilm")["precision"] == "bf16"
+    assert X.scores_spec(config, "clevr_count", "vit")["precision"] == "fp32"
+
+
 def test_run_specs_round_trip_through_json(embedded):
     for experiment in X.TRAINING_EXPERIMENTS:
         for run in X.plan(embedded, experiment)[:5]:

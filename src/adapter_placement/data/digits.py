@@ -19,8 +19,14 @@ digit_pairs        iNaturalist18        two MNIST digits side by side; label = t
                                         order), random colours and noise
 digit_species      iNaturalist18        one MNIST digit of random size and place in one of 10     8000/1000/2000
                                         ink hues (jittered) on grey; label = 10 * digit + hue
-                                        (100 fine-grained classes; the embedded default's iNat18
-                                        stand-in: digit_pairs did not leave chance in 200 steps)
+                                        (100 fine-grained classes: digit_pairs did not leave
+                                        chance in 200 steps; the hues stay near chance too)
+digit_poses        iNaturalist18        one grey MNIST digit (16 px, anywhere) on a dark ground,  8000/1000/2000
+                                        rotated to one of 10 poses from -60 to +60 degrees
+                                        (jittered); label = 10 * digit + pose (100 fine-grained
+                                        classes: neighbouring poses are 13 degrees apart; the
+                                        embedded default's iNat18 stand-in: the grey-pre-trained
+                                        ViT sees shape, not the hues of digit_species)
 digit_scenes       Places365            two distinct MNIST digits of random size at random non-   8000/1000/2000
                                         overlapping places on a cluttered background; label = the
                                         unordered pair (45 "scene" classes: what is in the
@@ -275,6 +281,48 @@ def make_digit_species(cores: np.ndarray, labels: np.ndarray, pools: Mapping[str
     return render_splits(pools_by_class(pools, labels), sizes, render_one, rng, noise=0.04)
 
 
+POSES = 10                      # rotations per digit: 10 digit "genera" x 10 pose "species" = 100 classes
+POSE_RANGE = (-60.0, 60.0)      # degrees; beyond +-90 some digits turn into others (6 and 9)
+POSE_JITTER = 2.0               # degrees either way; neighbouring poses are 13.3 degrees apart
+POSE_SPRITE = 16
+
+
+def pose_angle(pose: int) -> float:
+    """The rotation (degrees, counter-clockwise) of pose class ``pose`` before jitter."""
+    low, high = POSE_RANGE
+    return low + (high - low) * pose / (POSES - 1)
+
+
+def rotate_sprite(sprite: np.ndarray, degrees: float) -> np.ndarray:
+    """The sprite turned counter-clockwise, on a canvas grown to hold all of it (bilinear)."""
+    from scipy import ndimage
+
+    return np.clip(ndimage.rotate(sprite, degrees, reshape=True, order=1), 0.0, 1.0).astype(np.float32)
+
+
+def render_pose(sprite: np.ndarray, pose: int, rng: np.random.Generator) -> np.ndarray:
+    """One grey digit anywhere on a dark ground, turned to its pose: the class is in the shape and
+    in its orientation, which neighbouring poses share in part (fine-grained, like species)."""
+    canvas = solid_background(np.full(3, rng.uniform(0.0, 0.35), np.float32))
+    turned = rotate_sprite(sprite, pose_angle(pose) + rng.uniform(-POSE_JITTER, POSE_JITTER))
+    top = int(rng.integers(0, CANVAS - turned.shape[0] + 1))
+    left = int(rng.integers(0, CANVAS - turned.shape[1] + 1))
+    composite(canvas, turned, np.full(3, rng.uniform(0.7, 1.0), np.float32), top, left)
+    return canvas
+
+
+def make_digit_poses(cores: np.ndarray, labels: np.ndarray, pools: Mapping[str, np.ndarray],
+                     rng: np.random.Generator, sizes: Mapping[str, int] = LARGE_SIZES) -> VisionSplits:
+    """iNaturalist18 stand-in: label = 10 * digit + pose class (100 fine-grained classes, uniform)."""
+    sprites = resize_sprites(cores, POSE_SPRITE)
+
+    def render_one(r, _, classes):
+        label = int(r.integers(0, 10 * POSES))
+        digit, pose = divmod(label, POSES)
+        return render_pose(sprites[r.choice(classes[digit])], pose, r), label
+    return render_splits(pools_by_class(pools, labels), sizes, render_one, rng, noise=0.04)
+
+
 SCENE_PAIRS = tuple(itertools.combinations(range(10), 2))  # 45 unordered pairs of distinct digits
 SCENE_CLASS = {pair: k for k, pair in enumerate(SCENE_PAIRS)}
 SCENE_SPRITE_SIZES = (12, 14, 16)  # 8x8 patches: 10 px digits left PA at 14% (45 classes), 12-16 px at 18%
@@ -359,6 +407,11 @@ def build_digit_pairs(seed: int, sizes=None) -> VisionSplits:
 def build_digit_species(seed: int, sizes=None) -> VisionSplits:
     cores, labels, pools, rng = _transfer_mnist(seed, 6)
     return make_digit_species(cores, labels, pools, rng, sizes or LARGE_SIZES)
+
+
+def build_digit_poses(seed: int, sizes=None) -> VisionSplits:
+    cores, labels, pools, rng = _transfer_mnist(seed, 7)
+    return make_digit_poses(cores, labels, pools, rng, sizes or LARGE_SIZES)
 
 
 def build_digit_scenes(seed: int, sizes=None) -> VisionSplits:

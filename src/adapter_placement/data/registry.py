@@ -52,9 +52,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .digits import (COUNT_RANGE, LOCATION_BINS, SCENE_PAIRS, SPECIES_HUES, build_count_digits,
-                     build_digit_pairs, build_digit_scenes, build_digit_species, build_location_digits,
-                     build_natural_digits)
+from .digits import (COUNT_RANGE, LOCATION_BINS, POSES, SCENE_PAIRS, SPECIES_HUES, build_count_digits,
+                     build_digit_pairs, build_digit_poses, build_digit_scenes, build_digit_species,
+                     build_location_digits, build_natural_digits)
 from .text import build_vader_mnli, build_vader_sst2
 
 SPLITS = ("train", "val", "test", "train+val")
@@ -84,8 +84,9 @@ EMBEDDED_TASKS: Mapping[str, EmbeddedTaskSpec] = MappingProxyType({
     "digits_location": EmbeddedTaskSpec("vision", LOCATION_BINS, build_location_digits, "dsprites_location"),
     "digit_pairs": EmbeddedTaskSpec("vision", 100, build_digit_pairs, "inat2018"),
     "digit_scenes": EmbeddedTaskSpec("vision", len(SCENE_PAIRS), build_digit_scenes, "places365"),
-    # after digit_pairs, so that STAND_IN["inat2018"] is the one the embedded default uses
     "digit_species": EmbeddedTaskSpec("vision", 10 * SPECIES_HUES, build_digit_species, "inat2018"),
+    # last of the three, so that STAND_IN["inat2018"] is the one the embedded default uses
+    "digit_poses": EmbeddedTaskSpec("vision", 10 * POSES, build_digit_poses, "inat2018"),
     "vader_sst2": EmbeddedTaskSpec("text", 2, build_vader_sst2, "sst2"),
     "vader_mnli": EmbeddedTaskSpec("text", 3, build_vader_mnli, "mnli"),
 })

@@ -93,10 +93,15 @@ def tracking_uri(config: Mapping) -> str:
     return config.get("tracking_uri") or paths.tracking_db(config["results"])
 
 
+def model_precision(config: Mapping, model: str) -> str:
+    """The model's own ``precision`` when it has one, else the config's (default fp32)."""
+    return config["models"][model].get("precision") or config.get("precision", "fp32")
+
+
 def compute_settings(config: Mapping, model: str) -> dict:
-    """Where and how a job computes: the device and precision of the config, and the model's
+    """Where and how a job computes: the device of the config, the model's precision and
     micro-batch size (gradient accumulation, for models whose batch does not fit one GPU)."""
-    return {"device": config.get("device", "auto"), "precision": config.get("precision", "fp32"),
+    return {"device": config.get("device", "auto"), "precision": model_precision(config, model),
             "micro_batch_size": config["models"][model].get("micro_batch_size")}
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Mapping, Optional
 
 from . import paths
-from .config import compute_settings, model_spec, num_nodes, tracking_uri
+from .config import compute_settings, model_precision, model_spec, num_nodes, tracking_uri
 from .placement import SEARCHED, Placement
 from .runs import Run, Trial, batch_of, dataset_trials, plan_dataset
 from .searches import search_file_of
@@ -179,4 +179,4 @@ def scores_spec(config: Mapping, dataset: str, model: str) -> dict:
             "eta": float(scores["eta"]), "etas": [float(e) for e in scores["etas"]],
             "data_seed": int(config["data_seed"]), "sizes": entry.get("sizes"), "data_dir": config.get("data_dir"),
             "tracking_uri": tracking_uri(config), "device": config.get("device", "auto"),
-            "precision": config.get("precision", "fp32")}
+            "precision": model_precision(config, model)}

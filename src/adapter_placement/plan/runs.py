@@ -142,17 +142,22 @@ def random_size(config: Mapping, model: str, size: Optional[int]) -> int:
 
 
 def plan_table1(config: Mapping) -> list[Run]:
-    """FT, LP, parallel_all, sequential_all and the random placements of 2L adapters (Table 1)."""
+    """FT, LP, parallel_all, sequential_all and the random placements of 2L adapters (Table 1).
+
+    The draws are numbered across the datasets (the i-th dataset gets draws i R .. i R + R - 1 of R
+    per dataset): two datasets of one model never train the same placement, so Table 8's transfer of
+    one dataset's best draw to the other is not the other's own draw."""
     spec = config["experiments"]["table1"]
+    draws = int(spec["random_draws"])
     runs = []
-    for d in experiment_datasets(config, "table1"):
+    for index, d in enumerate(experiment_datasets(config, "table1")):
         model = dataset_model(config, d)
         size = random_size(config, model, spec.get("random_size"))
         for method in ("full_ft", "linear_probe"):
             runs += [Run("table1", d, Placement("none"), s, model, method=method, rank=dataset_rank(config, d))
                      for s in config["seeds"]]
         chosen = [Placement("parallel_all"), Placement("sequential_all")]
-        chosen += [Placement("random", count=size, seed=k) for k in range(spec["random_draws"])]
+        chosen += [Placement("random", count=size, seed=index * draws + k) for k in range(draws)]
         runs += _adapter_runs(config, "table1", d, chosen)
     return runs
 
