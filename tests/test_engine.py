@@ -146,6 +146,28 @@ def test_bf16_trains_a_bert_as_fp32_does():
     assert ends["bf16"] == pytest.approx(ends["fp32"], abs=0.05)
 
 
+def test_under_bf16_autocast_an_adapters_small_output_reaches_the_node_it_adds_to():
+    """A young adapter adds about 1e-3 of a hidden state: summed in bf16 that rounds to nothing
+    (one bf16 step at 1.0 is 2^-7). Adapters compute in float32, so the node's sum keeps it.
+    (In bf16, parallel adapters on the SST-2 stand-in stayed at chance on one seed.)"""
+    from adapter_placement.adapters import make_adapter
+
+    hidden = torch.ones(4, 8, 16, dtype=torch.bfloat16) + torch.randn(4, 8, 16).to(torch.bfloat16) * 0.01
+    for kind in ("bottleneck", "linear"):
+        adapter = make_adapter(16, 4, kind=kind)
+        with torch.no_grad():
+            for p in adapter.parameters():
+                if p.ndim == 2 and (p.abs().sum() == 0):
+                    p.fill_(1e-4)  # the zero-initialised matrix, a few steps in
+        reference = adapter(hidden.float())
+        with autocast(CPU, "bf16"):
+            out = adapter(hidden)
+            summed = hidden + out
+        assert out.dtype == summed.dtype == torch.float32
+        assert torch.allclose(summed - hidden.float(), reference, rtol=1e-3, atol=1e-6)  # fp32 rounding at 1.0
+        assert (hidden + out.to(torch.bfloat16) - hidden).abs().max() == 0  # what a bf16 sum would keep
+
+
 def test_bf16_autocast_really_runs_matmuls_in_bfloat16():
     with autocast(CPU, "bf16"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16

@@ -41,6 +41,18 @@ ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "identity": nn.Identity, "ratio
 KINDS = ("bottleneck", "linear")
 
 
+def in_float32(forward):
+    """Run an adapter's forward in float32, outside autocast. An adapter adds a small correction to a
+    hidden state; summed in bf16 (8 bits of mantissa) a fresh adapter's output rounds away, and
+    parallel adapters on SST-2's stand-in stayed at chance on one seed (loss ln 2; fp32: 91%). The
+    float32 output makes the node's sum float32 too; adapters are a small part of the compute."""
+    def wrapped(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return forward(self, x.float())
+    wrapped.__doc__ = forward.__doc__
+    return wrapped
+
+
 class BottleneckAdapter(nn.Module):
     """``A(x) = alpha * up(act(down(LN(x))))`` (Eq. 1), no biases, ``up`` zero-initialised.
 
@@ -58,6 +70,7 @@ class BottleneckAdapter(nn.Module):
         self.alpha = nn.Parameter(torch.ones(()))
         nn.init.zeros_(self.up.weight)
 
+    @in_float32
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.alpha * self.up(self.act(self.down(self.norm(x))))
 
@@ -69,6 +82,7 @@ class LinearAdapter(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(dim, dim))
 
+    @in_float32
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.weight
 
