@@ -73,6 +73,9 @@ def test_table1_known_answer_with_a_tie_and_a_missing_cell(tmp_path):
     assert best.placement == "random4_000" and best["mean"] == approx(85.0) and best["std"] == approx(10.0)
     assert best.draws == 3 and best.run_ids == "sst2-random4_000-r8-0;sst2-random4_000-r8-1"
     assert table.loc["full_ft", "run_ids"] == "sst2-none-r8-0;sst2-none-r8-1"
+    # the draw the finding judges: lowest train loss (002, loss 0.05), not the test max
+    chosen = table.loc["random_by_train_loss"]
+    assert chosen.placement == "random4_002" and chosen["mean"] == approx(60.0) and chosen.draws == 3
 
 
 def test_table1_ignores_a_diverged_seed_and_says_so(tmp_path):
@@ -222,7 +225,7 @@ def test_table5_best_edge_by_train_loss_and_the_papers_max_beside_it(tmp_path):
 # ---------------------------------------------------------------- Tables 7, 8, Fig. 15
 
 def test_table7_best_non_recurrent_draw_vs_first_and_last(tmp_path):
-    items = [run("sst2", "randnr3_000", s, a) for s, a in ((0, 0.70), (1, 0.74))]
+    items = [run("sst2", "randnr3_000", s, a, loss=0.1) for s, a in ((0, 0.70), (1, 0.74))]
     items += [run("sst2", "randnr3_001", s, 0.8) for s in (0, 1)]
     items += [run("sst2", "first_3", 0, 0.65), run("sst2", "last_3", 0, 0.6)]
     table = text.table7(runs_of(tmp_path, items), runs_of(tmp_path, table1_items(), "t1"), "sst2", 3)
@@ -230,6 +233,9 @@ def test_table7_best_non_recurrent_draw_vs_first_and_last(tmp_path):
     assert table.loc["extended_no_recurrent_max", "placement"] == "randnr3_001"
     assert table.loc["extended_no_recurrent_max", "accuracy_mean"] == approx(80.0)
     assert table.loc["extended_no_recurrent_max", "draws"] == 2
+    # the draw the finding judges: lowest train loss (000: 0.1 against 001's 0.2), not the test max
+    assert table.loc["no_recurrent_by_train_loss", "placement"] == "randnr3_000"
+    assert table.loc["no_recurrent_by_train_loss", "accuracy_mean"] == approx(72.0)
     assert table.loc["first_k", "accuracy_mean"] == approx(65.0) and table.loc["last_k", "accuracy_mean"] == approx(60.0)
     assert table.loc["extended_with_recurrent_max", "accuracy_mean"] == approx(85.0)
     assert table.loc["extended_with_recurrent_max", "n_adapters"] == 4  # the edges of random4_000

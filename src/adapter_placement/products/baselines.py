@@ -10,7 +10,7 @@ from typing import Iterable, Mapping
 import pandas as pd
 
 from .. import verdicts as V
-from ..analysis import (MISSING, count_text, load_runs, pair_text, pairs_by_dataset, summarise)
+from ..analysis import (MISSING, best_by_train_loss, count_text, load_runs, pair_text, pairs_by_dataset, summarise)
 from .evidence import HEALTHY, Finding, Health, is_bad, pooled_of, seeds_of, t_cells, tally
 from .product import Batches, Product
 
@@ -20,8 +20,9 @@ PAPER_METHOD = {"full_ft": "full_ft", "linear_probe": "linear_probe", "parallel_
 
 
 def table1(runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
-    """FT, LP, parallel_all, sequential_all and the best random placement (by mean test accuracy over
-    seeds; ties go to the lower draw), test accuracy in percent."""
+    """FT, LP, parallel_all, sequential_all, the best random placement by mean test accuracy over
+    seeds (the paper's "max"; ties go to the lower draw) and the random placement of lowest train
+    loss (``best_by_train_loss``: the one the finding judges), test accuracy in percent."""
     rows = []
     for dataset in datasets:
         mine = runs[runs.dataset == dataset]
@@ -33,6 +34,9 @@ def table1(runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
         random = summarise(mine[mine.selection == "random"], ["placement"], scale=100)
         best = random.sort_values(["mean", "placement"], ascending=[False, True]).head(1)
         rows.append(_row(best, "extended_max", dataset, best.placement.iloc[0] if len(best) else "",
+                         draws=len(random)))
+        chosen = best_by_train_loss(mine[mine.selection == "random"])
+        rows.append(_row(random[random.placement == chosen], "random_by_train_loss", dataset, chosen or "",
                          draws=len(random)))
     return pd.DataFrame(rows)
 
@@ -147,7 +151,8 @@ def _beats_in_table1(finding: Finding, table1, paper1, better, worse, paper_name
 TABLE1_CRITERION = "t per dataset against the pooled seed noise of its cells, p < 0.05 in the paper's direction on at least half the datasets"
 RANDOM_BEATS_PARALLEL = Finding(
     "Table 1", "the best of the random 2L-adapter placements beats parallel adapters", "",
-    TABLE1_CRITERION + " (the best draw is picked by test accuracy, as the paper's Table 1 does: a bias toward it)",
+    TABLE1_CRITERION + " (the draw judged is the one of lowest train loss, not the test max the paper's Table 1 "
+    "reports: picked by test, its lead would be biased toward it)",
     lambda e: finding_random_beats_parallel(e.table("table1"), e.paper("table1"), e.health, e.seeds))
 ADAPTERS_BEAT_PROBE = Finding(
     "Table 1", "parallel adapters beat the linear probe", "", TABLE1_CRITERION,
@@ -156,7 +161,7 @@ ADAPTERS_BEAT_PROBE = Finding(
 
 def finding_random_beats_parallel(table1: pd.DataFrame, paper1: pd.DataFrame, health: Health = HEALTHY,
                                   seeds: int = 1) -> dict:
-    return _beats_in_table1(RANDOM_BEATS_PARALLEL, table1, paper1, "extended_max", "parallel_all",
+    return _beats_in_table1(RANDOM_BEATS_PARALLEL, table1, paper1, "random_by_train_loss", "parallel_all",
                             ("extended_max_24", "parallel_24"), health, seeds)
 
 

@@ -173,6 +173,8 @@ def noise_of(rows: pd.DataFrame) -> tuple[float, int]:
     ``std`` and ``seeds``): their pooled std and its degrees of freedom. With two seeds a cell has one
     df of its own; a test of two cells against their own stds alone (Welch) rests on about two."""
     rows = rows.dropna(subset=["mean"]) if "mean" in rows else rows
+    if "run_ids" in rows:  # a cell shown twice (the same runs under two names) is one cell of noise
+        rows = rows[~(rows.run_ids.duplicated() & rows.run_ids.astype(str).ne(""))]
     return V.pooled_noise(rows["std"].tolist(), rows["seeds"].tolist())
 
 

@@ -19,14 +19,19 @@ from .product import Batches, Product
 
 
 def table7(runs: pd.DataFrame, table1_runs: pd.DataFrame, dataset: str, n_adapters: int) -> pd.DataFrame:
-    """Best random non-recurrent placement of N vs first-N, last-N, and Table 1's references."""
+    """Best random non-recurrent placement of N (by test accuracy, the paper's max, and by train loss,
+    the one the finding judges) vs first-N, last-N, and Table 1's references."""
     mine = runs[runs.dataset == dataset]
     randnr = summarise(mine[mine.selection == "randnr"], ["placement"], scale=100)
     best_nr = randnr.sort_values(["mean", "placement"], ascending=[False, True]).head(1)
+    chosen = best_by_train_loss(mine[mine.selection == "randnr"])
+    chosen_nr = randnr[randnr.placement == chosen]
     t1 = table1(table1_runs, [dataset]).set_index("method")
     rows = [
         {"method": "extended_no_recurrent_max", **_stats(best_nr), "n_adapters": n_adapters,
          "placement": first_value(best_nr, "placement", ""), "draws": len(randnr)},
+        {"method": "no_recurrent_by_train_loss", **_stats(chosen_nr), "n_adapters": n_adapters,
+         "placement": chosen or "", "draws": len(randnr)},
         {"method": "last_k", **_stats(summarise(mine[mine.placement == f"last_{n_adapters}"], ["placement"], scale=100)),
          "n_adapters": n_adapters, "placement": f"last_{n_adapters}"},
         {"method": "first_k", **_stats(summarise(mine[mine.placement == f"first_{n_adapters}"], ["placement"], scale=100)),
@@ -123,8 +128,8 @@ def figure15(data: pd.DataFrame):
 PAPER7 = "table7_sst2_nonrecurrent"
 NONRECURRENT_BEATS_FIRST_LAST = Finding(
     "Table 7", "the best random non-recurrent placement beats first-k and last-k", "",
-    "t above both at p < 0.05 (pooled seed noise of Table 7's cells) (below either at p < 0.05: not reproduced; the best draw is picked by test "
-    "accuracy, as the paper does)",
+    "t above both at p < 0.05 (pooled seed noise of Table 7's cells) (below either at p < 0.05: not reproduced); the draw "
+    "judged is the one of lowest train loss, not the test max the paper reports",
     lambda e: finding_nonrecurrent_beats_first_last(e.table("table7"), e.paper(PAPER7), e.health, e.seeds))
 FIRST_BEATS_LAST = Finding(
     "Table 7", "first-k beats last-k on SST2", "", "t against the pooled seed noise of Table 7's cells, p < 0.05",
@@ -166,7 +171,8 @@ class _Table7Rows:
         return self.ours.loc[method, "mean"] if method in self.ours.index else math.nan
 
 
-BEST_NR, FIRST, LAST = "extended_no_recurrent_max", "first_k", "last_k"
+BEST_NR, FIRST, LAST = "no_recurrent_by_train_loss", "first_k", "last_k"
+PAPER_BEST_NR = "extended_no_recurrent_max"  # the paper reports its draws' test max
 
 
 def finding_nonrecurrent_beats_first_last(table7: pd.DataFrame, paper7: pd.DataFrame, health: Health = HEALTHY,
@@ -184,7 +190,7 @@ def finding_nonrecurrent_beats_first_last(table7: pd.DataFrame, paper7: pd.DataF
     return NONRECURRENT_BEATS_FIRST_LAST.record(
         f"{fmt(rows.mean(BEST_NR))} vs {fmt(rows.mean(FIRST))} / {fmt(rows.mean(LAST))}",
         f"vs first-k {t1}; vs last-k {t2}", verdict,
-        paper=f"{fmt(theirs[BEST_NR])} vs {fmt(theirs[FIRST])} / {fmt(theirs[LAST])}")
+        paper=f"{fmt(theirs[PAPER_BEST_NR])} vs {fmt(theirs[FIRST])} / {fmt(theirs[LAST])}")
 
 
 def finding_first_beats_last(table7: pd.DataFrame, paper7: pd.DataFrame, health: Health = HEALTHY,
