@@ -275,6 +275,28 @@ def test_recurrent_best_within_pooled_std_bands():
     assert single.finding_recurrent_best(table3({"a": kinds(0.80)}), PAPER3, collapsed("recurrent-a"), 3)["verdict"] == DIV
 
 
+def chosen(table, chosen_means, losses):
+    """Table 3 with chosen_* columns: per kind the edge of lowest train loss, its mean and loss."""
+    return table.assign(chosen_mean=table.adapter_type.map(chosen_means), chosen_std=table["std"],
+                        chosen_edge="(0, 2)", chosen_run_ids=table.run_ids,
+                        chosen_train_loss=table.adapter_type.map(losses))
+
+
+def test_table3_and_fig3_judge_the_edge_of_lowest_train_loss_not_the_test_max():
+    # by test max the recurrent edge leads (0.80 vs 0.70); its edge of lowest train loss is at 0.60
+    test_max = table3({"a": kinds(0.80)})
+    means = {"parallel": 0.70, "sequential": 0.65, "long_range": 0.60, "recurrent": 0.60}
+    losses = {"parallel": 0.3, "sequential": 0.4, "long_range": 0.5, "recurrent": 0.2}
+    judged = chosen(test_max, means, losses)
+    assert single.finding_recurrent_best(test_max, PAPER3, seeds=3)["verdict"] == REP
+    assert single.finding_recurrent_best(judged, PAPER3, seeds=3)["verdict"] == NOT
+    # Fig. 3: the kind of lowest train loss (recurrent, 60 %) against PA (79 %), not the 80 % test max
+    pa = table1([("parallel_all", "a", 79.0)])
+    assert single.finding_single_vs_parallel(test_max, pa, seeds=3)["verdict"] == REP
+    finding = single.finding_single_vs_parallel(judged, pa, seeds=3)
+    assert finding["verdict"] == NOT and "a -19.00 points" in finding["statistic"]
+
+
 def test_single_vs_parallel_converts_table3_fractions_to_percent():
     pa = table1([("parallel_all", "a", 79.0)])
     # 0.80 is 80 %: one point above PA (79 +- 1): matched. Compared as 0.80 vs 79 it would be 78 points behind
