@@ -45,10 +45,11 @@ def in_float32(forward):
     """Run an adapter's forward in float32, outside autocast. An adapter adds a small correction to a
     hidden state; summed in bf16 (8 bits of mantissa) a fresh adapter's output rounds away, and
     parallel adapters on SST-2's stand-in stayed at chance on one seed (loss ln 2; fp32: 91%). The
-    float32 output makes the node's sum float32 too; adapters are a small part of the compute."""
+    float32 output makes the node's sum float32 too; adapters are a small part of the compute.
+    A float64 graph (the tests' finite differences) stays float64."""
     def wrapped(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            return forward(self, x.float())
+            return forward(self, x.to(torch.promote_types(x.dtype, torch.float32)))
     wrapped.__doc__ = forward.__doc__
     return wrapped
 
