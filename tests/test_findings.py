@@ -252,9 +252,12 @@ def test_mha_ffn():
 # ---------------------------------------------------------------- Table 3, Fig. 3
 
 def table3(values, std=0.01):
-    """values: dataset -> {kind: mean}; fractions, as analysis.table3 writes them."""
+    """values: dataset -> {kind: mean}; fractions. The edge of lowest train loss is the best-test
+    edge here (loss = 1 - mean), so chosen_* repeat mean, std, edge and run ids."""
     return pd.DataFrame([{"adapter_type": kind, "dataset": d, "mean": m, "std": std, "edge": "(0, 1)",
-                          "run_ids": f"{kind}-{d}"} for d, kinds in values.items() for kind, m in kinds.items()])
+                          "run_ids": f"{kind}-{d}", "chosen_mean": m, "chosen_std": std, "chosen_edge": "(0, 1)",
+                          "chosen_run_ids": f"{kind}-{d}", "chosen_train_loss": 1 - m}
+                         for d, kinds in values.items() for kind, m in kinds.items()])
 
 
 PAPER3 = pd.DataFrame([{"adapter_type": k, "dataset": "x", "mean": m, "std": 0.01}
@@ -276,7 +279,8 @@ def test_recurrent_best_within_pooled_std_bands():
 
 
 def chosen(table, chosen_means, losses):
-    """Table 3 with chosen_* columns: per kind the edge of lowest train loss, its mean and loss."""
+    """Table 3 whose chosen_* columns (per kind the edge of lowest train loss, its mean and loss) are
+    not the test max."""
     return table.assign(chosen_mean=table.adapter_type.map(chosen_means), chosen_std=table["std"],
                         chosen_edge="(0, 2)", chosen_run_ids=table.run_ids,
                         chosen_train_loss=table.adapter_type.map(losses))
@@ -284,7 +288,7 @@ def chosen(table, chosen_means, losses):
 
 def test_table3_and_fig3_judge_the_edge_of_lowest_train_loss_not_the_test_max():
     # by test max the recurrent edge leads (0.80 vs 0.70); its edge of lowest train loss is at 0.60
-    test_max = table3({"a": kinds(0.80)})
+    test_max = table3({"a": kinds(0.80)})  # chosen_* = the test max here
     means = {"parallel": 0.70, "sequential": 0.65, "long_range": 0.60, "recurrent": 0.60}
     losses = {"parallel": 0.3, "sequential": 0.4, "long_range": 0.5, "recurrent": 0.2}
     judged = chosen(test_max, means, losses)
@@ -295,6 +299,10 @@ def test_table3_and_fig3_judge_the_edge_of_lowest_train_loss_not_the_test_max():
     assert single.finding_single_vs_parallel(test_max, pa, seeds=3)["verdict"] == REP
     finding = single.finding_single_vs_parallel(judged, pa, seeds=3)
     assert finding["verdict"] == NOT and "a -19.00 points" in finding["statistic"]
+    written_before = test_max.drop(columns=["chosen_mean", "chosen_std", "chosen_edge", "chosen_run_ids",
+                                            "chosen_train_loss"])
+    with pytest.raises(ValueError, match="chosen_mean"):
+        single.finding_recurrent_best(written_before, PAPER3, seeds=3)
 
 
 def test_single_vs_parallel_converts_table3_fractions_to_percent():

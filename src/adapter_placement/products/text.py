@@ -22,9 +22,10 @@ def table7(runs: pd.DataFrame, table1_runs: pd.DataFrame, dataset: str, n_adapte
     """Best random non-recurrent placement of N (by test accuracy, the paper's max, and by train loss,
     the one the finding judges) vs first-N, last-N, and Table 1's references."""
     mine = runs[runs.dataset == dataset]
-    randnr = summarise(mine[mine.selection == "randnr"], ["placement"], scale=100)
+    draws = mine[mine.selection == "randnr"]
+    randnr = summarise(draws, ["placement"], scale=100)
     best_nr = randnr.sort_values(["mean", "placement"], ascending=[False, True]).head(1)
-    chosen = best_by_train_loss(mine[mine.selection == "randnr"])
+    chosen = best_by_train_loss(draws)
     chosen_nr = randnr[randnr.placement == chosen]
     t1 = table1(table1_runs, [dataset]).set_index("method")
     rows = [
