@@ -259,6 +259,20 @@ def test_table8_tailored_vs_transferred(tmp_path):
     assert table.loc["sst2", "tailored_mean"] == approx(60.0) and table.loc["sst2", "transfer_mean"] == approx(82.0)
     assert table.loc["sst2", "delta"] == approx(-22.0) and table.loc["sst2", "transfer_std"] == approx(2.0)
     assert table.loc["mnli", "delta"] == approx(-30.0) and table.loc["mnli", "transfer_placement"] == "best_random_sst2"
+    assert table.loc["sst2", "tailored_seeds"] == 2 and table.loc["sst2", "transfer_seeds"] == 2
+
+
+def test_table8_tailored_cell_adds_its_repeated_seeds_to_table1s(tmp_path):
+    table1 = runs_of(tmp_path, table1_items("sst2") + table1_items("mnli"), "t1")
+    items = [run("sst2", "best_random_mnli", s, 0.8) for s in (0, 1, 1000, 1001)]
+    items += [run("sst2", "best_random_sst2", s, a) for s, a in ((1000, 0.62), (1001, 0.64))]  # the tailored repeats
+    items += [run("mnli", "best_random_sst2", s, 0.9) for s in (0, 1)]
+    table = text.table8(runs_of(tmp_path, items), table1, ["sst2", "mnli"]).set_index("dataset")
+    sst2 = table.loc["sst2"]
+    # Table 1's random4_002 (60 at seeds 0 and 1) and the two repeats: 61.5 over 4 seeds; transfer apart
+    assert sst2.tailored_seeds == 4 and sst2.tailored_mean == approx(61.5) and sst2.tailored_placement == "random4_002"
+    assert sst2.transfer_seeds == 4 and sst2.transfer_mean == approx(80.0) and sst2.transfer_placement == "best_random_mnli"
+    assert table.loc["mnli", "tailored_seeds"] == 2
 
 
 def test_fig15_best_random_and_all_edges_by_name(tmp_path):
@@ -267,6 +281,7 @@ def test_fig15_best_random_and_all_edges_by_name(tmp_path):
     # the best random draw by train loss (random4_002: 0.05), whatever its test accuracy
     assert out.setup.tolist() == ["best random (random4_002)", "all n^2 adapters"]
     assert out["mean"].tolist() == approx([60.0, 50.0]) and out["std"].tolist() == approx([0.0, 0.0])
+    assert out["seeds"].tolist() == [2, 1]  # the diverged seed has no accuracy
 
 
 # ---------------------------------------------------------------- Fig. 1, 6, 9 data

@@ -558,6 +558,16 @@ def test_transfer_is_not_judged_when_the_tailored_placement_was_picked_on_test()
     assert text.finding_transfer(table8(95, 80), PAPER8, collapsed("trans"), 3)["verdict"] == DIV
 
 
+def test_transfer_and_table7_count_each_cells_own_seeds():
+    # 2.5 points at std 1: with two seeds a side (df 2) undecided, with four (df 6) decided
+    assert text.finding_transfer(table8(95, 92.5, selected_on="val"), PAPER8, seeds=2)["verdict"] == INC
+    four = table8(95, 92.5, selected_on="val", tailored_seeds=4, transfer_seeds=4)
+    assert text.finding_transfer(four, PAPER8, seeds=2)["verdict"] == REP
+    few, many = table7(82.5, 80, 80), table7(82.5, 80, 80).assign(seeds=4)
+    assert finding_table7(few, PAPER7, seeds=2)[0]["verdict"] == INC
+    assert finding_table7(many, PAPER7, seeds=2)[0]["verdict"] == REP  # the table's seeds column, not the run's
+
+
 def fig15(best, everything, reverse=False, std=1.0):
     rows = [{"setup": "best random (random24_003)", "mean": best, "std": std, "seeds": 3, "run_ids": "best"},
             {"setup": "all n^2 adapters", "mean": everything, "std": std, "seeds": 3, "run_ids": "all"}]

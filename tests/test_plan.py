@@ -336,3 +336,34 @@ def test_command_line_values_are_read_as_yaml_reads_them():
     assert X.command_line_values({"a": ["0.5", "x"], "b": "results"}) == {"a": [0.5, "x"], "b": "results"}
     assert X.command_line_values(["true", "null", ""]) == ["true", "null", ""]  # only numbers change
     assert X.command_line_values(7) == 7
+
+
+def test_repeats_add_seeds_that_another_seed_set_moves_too(embedded):
+    config = copy.deepcopy(embedded)
+    config["seeds"] = [2, 3]
+    config["experiments"]["table7"]["repeats"] = 3
+    assert X.experiment_seeds(config, "table7") == [2, 3, 1002, 1003, 2002, 2003]
+    assert X.experiment_seeds(config, "fig9") == [2, 3]  # no repeats: the run's seeds
+    seeds = {(str(r.placement), r.seed) for r in X.plan(config, "table7")}
+    assert {s for p, s in seeds if p == "first_6"} == {2, 3, 1002, 1003, 2002, 2003}
+    assert len(seeds) == len(X.plan(config, "table7"))  # no run twice
+
+
+def test_table8_repeats_train_the_tailored_placement_at_the_seeds_table1_lacks(embedded):
+    config = copy.deepcopy(embedded)
+    config["experiments"]["table8"]["repeats"] = 2
+    runs = {(r.dataset, str(r.placement), r.seed) for r in X.plan(config, "table8")}
+    assert runs == {("mnli", "best_random_sst2", s) for s in (0, 1, 1000, 1001)} | \
+        {("sst2", "best_random_mnli", s) for s in (0, 1, 1000, 1001)} | \
+        {("sst2", "best_random_sst2", s) for s in (1000, 1001)} | {("mnli", "best_random_mnli", s) for s in (1000, 1001)}
+    config["experiments"]["table8"].pop("repeats")
+    assert {p for _, p, _ in ((r.dataset, str(r.placement), r.seed) for r in X.plan(config, "table8"))} == {
+        "best_random_sst2", "best_random_mnli"} and len(X.plan(config, "table8")) == 4
+
+
+def test_repeats_that_would_meet_a_seed_of_the_run_are_refused(embedded):
+    bad = copy.deepcopy(embedded)
+    bad["seeds"] = [0, 1000]
+    bad["experiments"]["table7"]["repeats"] = 2
+    with pytest.raises(X.ConfigError, match=r"experiments\.table7\.repeats: 2 repeats .* \(seeds: \[0, 1000\]\)"):
+        X.check_config(bad, known_tasks(), path_exists=lambda path: True)

@@ -19,7 +19,7 @@ module            what it holds
 from . import checks, config, jobs, paths, placement, runs, searches
 from .checks import ConfigError, check_config, command_line_values
 from .config import (FAMILIES, PAPER_DATASETS, TRAINING_EXPERIMENTS, chance_levels, compute_settings,
-                     dataset_model, dataset_rank, enabled_experiments, experiment_datasets, model_spec,
+                     dataset_model, dataset_rank, enabled_experiments, experiment_datasets, experiment_seeds, model_spec,
                      num_nodes, pretrained_models, tracking_uri, used_datasets, used_models)
 from .jobs import (RunIO, RunSpec, TrainRecipe, batch_inputs, batch_specs, data_spec, model_info_spec,
                    pretrain_spec, run_spec, scores_spec, trial_spec, trial_specs)

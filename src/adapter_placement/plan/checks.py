@@ -8,7 +8,7 @@ from typing import Iterable, Mapping
 
 import yaml
 
-from .config import dataset_model, experiment_datasets, is_pretrained_here, num_nodes
+from .config import REPEAT_OFFSET, dataset_model, experiment_datasets, is_pretrained_here, num_nodes
 
 
 class ConfigError(ValueError):
@@ -63,6 +63,17 @@ def check_config(config: Mapping, known_tasks: Iterable[str], path_exists=None) 
     if scores_dataset not in datasets:
         raise ConfigError(f"scores.dataset: unknown dataset {scores_dataset!r}; defined: {sorted(datasets)}")
     _check_experiment_shapes(config)
+    _check_repeats(config)
+
+
+def _check_repeats(config: Mapping) -> None:
+    """Repeated seeds (``experiment_seeds``) must not land on a seed of the run: with seeds [0, 1000]
+    and repeats 2, repeat 1 of seed 0 would be seed 1000's run again."""
+    seeds = [int(s) for s in config["seeds"]]
+    for experiment, spec in config["experiments"].items():
+        if spec and int(spec.get("repeats", 1)) > 1 and max(seeds) >= REPEAT_OFFSET:
+            raise ConfigError(f"experiments.{experiment}.repeats: {spec['repeats']} repeats shift each seed by "
+                              f"{REPEAT_OFFSET}, so the seeds must stay below {REPEAT_OFFSET} (seeds: {seeds})")
 
 
 def _check_experiment_shapes(config: Mapping) -> None:

@@ -45,6 +45,19 @@ def experiment_datasets(config: Mapping, experiment: str) -> list[str]:
     return [spec["dataset"]]
 
 
+REPEAT_OFFSET = 1000  # repeat k of seed s trains as seed s + k * REPEAT_OFFSET
+
+
+def experiment_seeds(config: Mapping, experiment: str) -> list[int]:
+    """The seeds of an experiment's runs: the run's ``seeds``, and with ``repeats: k`` in the
+    experiment's config also s + 1000, ..., s + 1000 (k - 1) for each of them, so a cheap experiment
+    whose claims are within two seeds' noise gets more seeds while another seed set still moves all
+    of them (``--config seeds=[2,3]``: 2, 3, 1002, 1003)."""
+    seeds = [int(s) for s in config["seeds"]]
+    repeats = int((config["experiments"].get(experiment) or {}).get("repeats", 1))
+    return [s + k * REPEAT_OFFSET for k in range(repeats) for s in seeds]
+
+
 def enabled_experiments(config: Mapping) -> list[str]:
     return [e for e in TRAINING_EXPERIMENTS if config["experiments"].get(e)]
 

@@ -16,7 +16,7 @@ from typing import Iterable, Mapping, Optional
 from .. import placements
 from . import paths
 from .config import (OWN_LR_PLACEMENTS, config_json, dataset_model, dataset_rank, enabled_experiments,
-                     experiment_datasets, num_nodes)
+                     experiment_datasets, experiment_seeds, num_nodes)
 from .placement import Placement
 
 
@@ -113,7 +113,7 @@ def _adapter_runs(config, experiment, dataset, chosen: Iterable[Placement], **ov
     model = overrides.pop("model", dataset_model(config, dataset))
     rank = overrides.pop("rank", dataset_rank(config, dataset))
     return [Run(experiment, dataset, placement, seed, model, rank=rank, **overrides)
-            for placement in chosen for seed in config["seeds"]]
+            for placement in chosen for seed in experiment_seeds(config, experiment)]
 
 
 def _grid(config: Mapping, dataset: str) -> list[Placement]:
@@ -230,10 +230,17 @@ def plan_table7(config: Mapping) -> list[Run]:
 
 
 def plan_table8(config: Mapping) -> list[Run]:
-    """The best Table 1 placement of one text dataset trained on the other, and vice versa (Table 8)."""
+    """The best Table 1 placement of one text dataset trained on the other, and vice versa (Table 8).
+    With ``repeats``, each dataset's own best placement trains too, at the seeds Table 1 does not
+    have (Table 1 holds its runs at the run's seeds), so both sides of a comparison have as many."""
     first, second = config["experiments"]["table8"]["datasets"]
-    return (_adapter_runs(config, "table8", second, [Placement("best_random", source=first)])
-            + _adapter_runs(config, "table8", first, [Placement("best_random", source=second)]))
+    extra = [s for s in experiment_seeds(config, "table8") if s not in config["seeds"]]
+    runs = []
+    for dataset, source in ((second, first), (first, second)):
+        runs += _adapter_runs(config, "table8", dataset, [Placement("best_random", source=source)])
+        runs += [Run("table8", dataset, Placement("best_random", source=dataset), s, dataset_model(config, dataset),
+                     rank=dataset_rank(config, dataset)) for s in extra]
+    return runs
 
 
 def plan_fig15(config: Mapping) -> list[Run]:
