@@ -109,11 +109,14 @@ class Trial:
 
 # ---------------------------------------------------------------- the plans, one function per experiment
 
-def _adapter_runs(config, experiment, dataset, chosen: Iterable[Placement], **overrides) -> list[Run]:
+def _adapter_runs(config, experiment, dataset, chosen: Iterable[Placement], seeds: Optional[Iterable[int]] = None,
+                  **overrides) -> list[Run]:
+    """Each placement at each seed (the experiment's, ``experiment_seeds``, unless given)."""
     model = overrides.pop("model", dataset_model(config, dataset))
     rank = overrides.pop("rank", dataset_rank(config, dataset))
+    seeds = experiment_seeds(config, experiment) if seeds is None else list(seeds)
     return [Run(experiment, dataset, placement, seed, model, rank=rank, **overrides)
-            for placement in chosen for seed in experiment_seeds(config, experiment)]
+            for placement in chosen for seed in seeds]
 
 
 def _grid(config: Mapping, dataset: str) -> list[Placement]:
@@ -238,8 +241,7 @@ def plan_table8(config: Mapping) -> list[Run]:
     runs = []
     for dataset, source in ((second, first), (first, second)):
         runs += _adapter_runs(config, "table8", dataset, [Placement("best_random", source=source)])
-        runs += [Run("table8", dataset, Placement("best_random", source=dataset), s, dataset_model(config, dataset),
-                     rank=dataset_rank(config, dataset)) for s in extra]
+        runs += _adapter_runs(config, "table8", dataset, [Placement("best_random", source=dataset)], seeds=extra)
     return runs
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from .. import verdicts as V
-from ..plan.placement import Placement
 from ..analysis import (SELECTED_ON, _placement_size, best_by_train_loss, cell_text, count_text, first_value, load_runs,
                         lookup, number, pair_text, summarise)
+from ..plan.placement import Placement
 from .baselines import table1
 from .drawing import plt
 from .evidence import HEALTHY, Finding, Health, fmt, healthy, in_pooled_std, is_bad, noise_of, seeds_of, t_rows
