@@ -705,3 +705,17 @@ def test_paper_scale_loaders_need_a_data_config_or_tokenizer(tfds_dir):
         data.load_task("test_svhn", data_dir=tfds_dir, registry=TINY)
     with pytest.raises(ValueError, match="tokenizer"):
         data.load_task("test_sst2", data_dir=tfds_dir, registry=TINY)
+
+
+def test_sklearn_digits_are_what_load_digits_gives():
+    # read from scikit-learn's shipped CSV without importing scikit-learn; the reference is its loader
+    from sklearn.datasets import load_digits
+
+    from adapter_placement.data.render import sklearn_digits
+
+    images, labels = sklearn_digits()
+    reference = load_digits()
+    assert images.shape == (1797, 8, 8) and images.dtype == np.float32 and labels.dtype == np.int64
+    np.testing.assert_array_equal(images, (reference.images / 16.0).astype(np.float32))
+    np.testing.assert_array_equal(labels, reference.target)
+    assert not images.flags.writeable

@@ -334,7 +334,8 @@ def test_all_n2_adapters_select_their_own_lr_on_trials_of_all_n2_adapters():
 def test_command_line_values_are_read_as_yaml_reads_them():
     assert X.command_line_values(["2", "3"]) == [2, 3]
     assert X.command_line_values({"a": ["0.5", "x"], "b": "results"}) == {"a": [0.5, "x"], "b": "results"}
-    assert X.command_line_values(["true", "null", ""]) == ["true", "null", ""]  # only numbers change
+    assert X.command_line_values(["true", "null", ""]) == ["true", None, ""]  # numbers and null change
+    assert X.command_line_values({"search": {"candidates": "null", "n": ["12"]}}) == {"search": {"candidates": None, "n": [12]}}
     assert X.command_line_values(7) == 7
 
 

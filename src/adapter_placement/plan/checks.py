@@ -17,13 +17,17 @@ class ConfigError(ValueError):
 
 def command_line_values(value):
     """A ``--config KEY=VALUE`` value as YAML reads it: Snakemake parses ``seeds=[2,3]`` into the
-    list ``["2", "3"]`` (the list, not its items), which the schema would refuse."""
+    list ``["2", "3"]`` (the list, not its items), which the schema would refuse. Numbers and
+    ``null`` (a nested ``candidates: null``) are converted; ``true`` stays a string, as Snakemake
+    gives it."""
     if isinstance(value, list):
         return [command_line_values(item) for item in value]
     if isinstance(value, dict):
         return {key: command_line_values(item) for key, item in value.items()}
     if isinstance(value, str):
         parsed = yaml.safe_load(value) if value.strip() else value
+        if parsed is None and value.strip():
+            return None
         return parsed if isinstance(parsed, (int, float)) and not isinstance(parsed, bool) else value
     return value
 
