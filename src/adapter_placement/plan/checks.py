@@ -26,9 +26,8 @@ def command_line_values(value):
         return {key: command_line_values(item) for key, item in value.items()}
     if isinstance(value, str):
         parsed = yaml.safe_load(value) if value.strip() else value
-        if parsed is None and value.strip():
-            return None
-        return parsed if isinstance(parsed, (int, float)) and not isinstance(parsed, bool) else value
+        numeric = isinstance(parsed, (int, float)) and not isinstance(parsed, bool)
+        return parsed if parsed is None or numeric else value
     return value
 
 
