@@ -193,3 +193,26 @@ def test_fig14_heatmaps_are_the_discount_and_the_scores_after_selection(world):
     assert right == approx(data.score_after.to_numpy().reshape(3, 3))
     assert int((data.pick >= 0).sum()) == 2 and not math.isnan(right.sum())
     matplotlib.pyplot.close(fig)
+
+
+def test_fig6_first_and_last_at_2L_are_table1_parallel_all():
+    """plan_fig6ab trains no first-2L / last-2L (they are parallel_all): the figure takes Table 1's
+    runs of parallel_all at that N, and nothing at an N the figure does not have."""
+    from adapter_placement.products.gga import fig6_data
+
+    def runs(rows):
+        return pd.DataFrame([{"dataset": d, "placement": p, "selection": s, "n_adapters": n, "status": "finished",
+                              "test_accuracy": a, "run_id": i} for d, p, s, n, a, i in rows])
+
+    fig6ab = runs([("places365", "gga_12", "gga", 12, 0.5, "g0"), ("places365", "gga_12", "gga", 12, 0.7, "g1"),
+                   ("places365", "first_3", "first", 3, 0.2, "f0")])
+    table1 = runs([("places365", "parallel_all", "parallel_all", 12, 0.4, "p0"),
+                   ("places365", "parallel_all", "parallel_all", 12, 0.6, "p1"),
+                   ("places365", "linear_probe", "none", 0, 0.1, "l0"),
+                   ("inat18", "parallel_all", "parallel_all", 12, 0.9, "q0")])
+    data = fig6_data(fig6ab, table1).set_index(["dataset", "selection", "n_adapters"])
+    for end in ("first", "last"):
+        assert data.loc[("places365", end, 12), "mean"] == pytest.approx(50.0)
+        assert data.loc[("places365", end, 12), "run_ids"] == "p0;p1"
+    assert ("places365", "last", 3) not in data.index and "inat18" not in data.index.get_level_values(0)
+    assert len(fig6_data(fig6ab)) == 2  # without Table 1: the runs alone

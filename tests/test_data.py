@@ -124,6 +124,23 @@ def test_vision_task_shapes_labels_and_determinism(name):
         assert not torch.equal(task.stored(split)[0], other.stored(split)[0])
 
 
+@pytest.mark.parametrize("name", ["digits_location", "vader_sst2"])
+def test_stored_splits_are_the_built_ones_and_keyed_by_what_builds_them(name, tmp_path):
+    sizes = SMALL if name == "digits_location" else {"train": 30, "val": 10, "test": 10}
+    built = data.load_task(name, seed=0, sizes=sizes)
+    first = data.load_task(name, seed=0, sizes=sizes, cache_dir=str(tmp_path))
+    files = sorted((tmp_path / "tasks").iterdir())
+    assert len(files) == 1 and files[0].name.startswith(f"{name}-seed0-")
+    unbuildable = dataclasses.replace(data.EMBEDDED_TASKS[name], build=lambda *a: pytest.fail("built again"))
+    stored = data.load_task(name, seed=0, sizes=sizes, cache_dir=str(tmp_path),
+                            registry=data.TASKS.with_task(name, unbuildable))
+    for split in (*registry.SPLITS, "train+val"):
+        assert built.digest(split) == first.digest(split) == stored.digest(split)
+    data.load_task(name, seed=1, sizes=sizes, cache_dir=str(tmp_path))  # another seed: its own file
+    data.load_task(name, seed=0, sizes={**sizes, "test": 12}, cache_dir=str(tmp_path))  # other sizes too
+    assert len(list((tmp_path / "tasks").iterdir())) == 3
+
+
 def test_vision_task_follows_a_model_data_config():
     config = {"input_size": (3, 64, 64), "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
     task = data.load_task("digits_location", sizes=SMALL, data_config=config)

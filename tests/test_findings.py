@@ -423,6 +423,13 @@ def test_gga_matches_pa():
     assert gga.finding_gga_matches_pa(fig6ab({"inat18": {"gga": 77}}), pa)["verdict"] == INC  # -1.63 pooled std
     assert gga.finding_gga_matches_pa(fig6ab({"places365": {"gga": 80}}), pa)["verdict"] == INC  # not in this run
     assert gga.finding_gga_matches_pa(fig6ab({"inat18": {"gga": 78.5}}), pa, collapsed("parallel_all-inat18"))["verdict"] == DIV
+    places = table1([("parallel_all", "places365", 79.0)])
+    at12 = gga.finding_gga_matches_pa(fig6ab({"places365": {"gga": 78.5}}, n=12), places)
+    assert at12["verdict"] == REP and "places365 N = 12" in at12["claim"]
+    assert gga.finding_gga_matches_pa(fig6ab({"places365": {"gga": 78.5}}), places)["verdict"] == INC  # paper: N = 12
+    both = pd.concat([fig6ab({"inat18": {"gga": 78.5}}), fig6ab({"places365": {"gga": 70}}, n=12)])
+    split = gga.finding_gga_matches_pa(both, pd.concat([pa, places]))
+    assert split["verdict"] == INC and split["statistic"] == "+1 / -1 / 0: 0 of 2"  # one case each way
 
 
 def fig6c(values):

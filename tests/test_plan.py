@@ -36,7 +36,9 @@ def test_paper_plans_have_the_papers_run_counts(paper):
     assert len(X.plan(paper, "fig3")) == 7 * 81 * 3 == 1701
     assert len(X.plan(paper, "table1")) == 7 * 104 * 3
     assert len(X.plan(paper, "fig6c")) == 4 * 3 * 2
-    assert len(X.plan(paper, "fig6ab")) == 2 * 5 * 5 * 3
+    # first-24 and last-24 are parallel_all: the figure takes Table 1's runs of it
+    assert len(X.plan(paper, "fig6ab")) == 2 * (5 * 5 - 2) * 3
+    assert not [r for r in X.plan(paper, "fig6ab") if str(r.placement) in ("first_24", "last_24")]
     # Table 5 (App. I): per rank, 12 FFN-parallel adapters (one run) and one adapter of rank 12r on
     # each of the 81 stride-3 grid edges; 4 ranks x (1 + 81) x 3 seeds
     assert len(X.plan(paper, "table5")) == 4 * (1 + 81) * 3 == 984

@@ -54,13 +54,14 @@ def set_threads(threads: Optional[int]) -> None:
 # ---------------------------------------------------------------- data and models
 
 def prepare_data(job: Mapping) -> dict:
-    """Embedded tasks are built (a second) and described; tfds datasets are downloaded and
-    prepared once (``data.prepare_tfds_dataset``), which needs network."""
+    """Embedded tasks are built (up to 7 s), stored for the later jobs (``data.stored_splits``) and
+    described; tfds datasets are downloaded and prepared once (``data.prepare_tfds_dataset``), which
+    needs network."""
     from .data import EMBEDDED_TASKS, load_task, prepare_tfds_dataset
 
     spec = job["spec"]
     if spec["task"] in EMBEDDED_TASKS:
-        task = load_task(spec["task"], seed=spec["data_seed"], sizes=spec.get("sizes"))
+        task = load_task(spec["task"], seed=spec["data_seed"], sizes=spec.get("sizes"), cache_dir=spec.get("cache_dir"))
         info = {"task": spec["task"], "kind": "embedded", "modality": task.modality,
                 "num_classes": task.num_classes, "split_sizes": task.split_sizes,
                 "stands_in_for": EMBEDDED_TASKS[spec["task"]].stands_in_for}
@@ -247,7 +248,7 @@ def compute_scores(job: Mapping) -> dict:
     loaded = load_model(spec["model_spec"], num_classes_of(spec["task"]))
     loaded.model.to(device)
     task = load_task(spec["task"], seed=spec["data_seed"], data_dir=spec.get("data_dir"), tokenizer=loaded.tokenizer,
-                     data_config=loaded.data_config, sizes=spec.get("sizes"))
+                     data_config=loaded.data_config, sizes=spec.get("sizes"), cache_dir=spec.get("cache_dir"))
     head = describe(loaded.model).head
     initial_head = copy.deepcopy(head.state_dict())
     batches, tokens = _score_batches(task, spec["score_examples"])

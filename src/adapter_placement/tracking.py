@@ -144,7 +144,14 @@ def _is_initialised(db_path: Path) -> bool:
             default = db.execute("SELECT 1 FROM experiments WHERE experiment_id = 0").fetchone()
     except sqlite3.Error:
         return False
-    return revision == (_get_latest_schema_revision(),) and default is not None
+    return revision == (_newest_schema_revision(),) and default is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _newest_schema_revision() -> str:
+    """The newest migration of the installed MLflow: fixed for the process, and reading it loads
+    every alembic script (80 ms, a third of what tracking one run costs)."""
+    return _get_latest_schema_revision()
 
 
 @contextlib.contextmanager

@@ -373,14 +373,16 @@ _TASKS: dict = {}  # in-memory tasks built in this process, so a batch of runs b
 def _load_task(cfg: TrainConfig, loaded):
     """The run's task; embedded (in-memory) tasks are deterministic, so they are built once per
     process and shared by the runs of a batch (the model's tokenizer and data config are fixed
-    by the model spec, hence part of the key)."""
+    by the model spec, hence part of the key), and with the prefix cache, once per pipeline: the
+    splits are stored beside the cached nodes (``data.stored_splits``)."""
     from .data import EMBEDDED_TASKS, load_task
 
     key = (cfg.dataset, cfg.model, cfg.data_seed, cfg.data_dir, json.dumps(cfg.data_sizes, sort_keys=True))
     if key in _TASKS:
         return _TASKS[key]
     task = load_task(cfg.dataset, seed=cfg.data_seed, data_dir=cfg.data_dir, tokenizer=loaded.tokenizer,
-                     data_config=loaded.data_config, sizes=cfg.data_sizes)
+                     data_config=loaded.data_config, sizes=cfg.data_sizes,
+                     cache_dir=cfg.cache_dir if cfg.prefix_cache else None)
     if cfg.dataset in EMBEDDED_TASKS:
         _TASKS.clear()  # keep one: a batch is one dataset
         _TASKS[key] = task

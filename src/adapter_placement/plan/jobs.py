@@ -150,10 +150,15 @@ def batch_inputs(config: Mapping, specs: list[RunSpec]) -> dict:
 
 # ---------------------------------------------------------------- specs of the other jobs
 
+def task_cache(config: Mapping) -> Optional[str]:
+    """Where embedded tasks are stored once rendered (``data.stored_splits``): with the prefix cache."""
+    return paths.cache_dir(config["results"]) if config["prefix_cache"] else None
+
+
 def data_spec(config: Mapping, dataset: str) -> dict:
     entry = config["datasets"][dataset]
     return {"dataset": dataset, "task": entry["task"], "data_seed": int(config["data_seed"]),
-            "sizes": entry.get("sizes"), "data_dir": config.get("data_dir")}
+            "sizes": entry.get("sizes"), "data_dir": config.get("data_dir"), "cache_dir": task_cache(config)}
 
 
 def model_info_spec(config: Mapping, model: str) -> dict:
@@ -178,5 +183,5 @@ def scores_spec(config: Mapping, dataset: str, model: str) -> dict:
             "score_examples": int(entry["score_examples"]), "functions": list(scores["functions"]),
             "eta": float(scores["eta"]), "etas": [float(e) for e in scores["etas"]],
             "data_seed": int(config["data_seed"]), "sizes": entry.get("sizes"), "data_dir": config.get("data_dir"),
-            "tracking_uri": tracking_uri(config), "device": config.get("device", "auto"),
+            "cache_dir": task_cache(config), "tracking_uri": tracking_uri(config), "device": config.get("device", "auto"),
             "precision": model_precision(config, model)}

@@ -167,13 +167,17 @@ def plan_table1(config: Mapping) -> list[Run]:
 
 def plan_fig6ab(config: Mapping) -> list[Run]:
     """GGA, top-k, random, first-k and last-k placements of N adapters (Fig. 6a, 6b). The random
-    placement of seed s is draw s, so its mean is over placements as well as initialisations."""
+    placement of seed s is draw s, so its mean is over placements as well as initialisations.
+    First-2L and last-2L are every parallel edge, Table 1's parallel_all: the figure takes those
+    runs (``products.gga.fig6_data``) instead of training the same placement twice more."""
     spec = config["experiments"]["fig6ab"]
     runs = []
     for d in experiment_datasets(config, "fig6ab"):
         model = dataset_model(config, d)
+        every = num_nodes(config, model) - 1  # 2L parallel edges
         for count in spec["n"]:
-            chosen = [Placement(method, count=count) for method in ("gga", "topk", "first", "last")]
+            ends = ("first", "last") if int(count) < every else ()
+            chosen = [Placement(method, count=count) for method in ("gga", "topk", *ends)]
             runs += _adapter_runs(config, "fig6ab", d, chosen)
             runs += [Run("fig6ab", d, Placement("random", count=count, seed=s), s, model,
                          rank=dataset_rank(config, d), group=f"random_{count}") for s in config["seeds"]]
