@@ -64,7 +64,9 @@ def test_prefetching_the_cache_for_a_batch_takes_one_pass_per_split(tiny_vit, tm
                         lambda self, *a, **k: passes.append(1) or plain_pass(self, *a, **k))
     prefetch_nodes((cfg, tmp_path / f"run{k}") for k, cfg in enumerate(cfgs))
     assert len(passes) == 2 + 1  # batches of 256 (eval_batch_size): 2 of train, 1 of val
-    together = {p.relative_to(tmp_path / "together"): p for p in (tmp_path / "together").rglob("*.pt")}
+    together = {p.relative_to(tmp_path / "together"): p for p in (tmp_path / "together").rglob("*.pt")
+                if p.parent.name != "tasks"}
+    assert len(list((tmp_path / "together" / "tasks").glob("*.pt"))) == 1  # the task, rendered once
     # sources before the start (1, 2) and recurrent ones (5, 6); the starts z_2 and z_4
     assert sorted(p.name for p in together) == sorted(["node1.pt", "node2.pt", "node5.pt", "node6.pt", "pre2.pt", "pre4.pt"] * 2)
     monkeypatch.setattr(graph_module.AdapterGraph, "plain_pass", plain_pass)
