@@ -203,7 +203,7 @@ def finding_gga_matches_pa(fig6: pd.DataFrame, table1: pd.DataFrame, health: Hea
                            cases: dict = PAPER_MATCHES) -> dict:
     """GGA with N adapters against all parallel adapters, for each (dataset, N) of the paper's
     ``cases`` that this run has, a match outcome; majority of the cases."""
-    ab = fig6[fig6.panel == "ab"] if "panel" in fig6 else fig6
+    ab = fig6[fig6.panel == "ab"]
     outcomes, texts, judged, left_out = [], [], [], 0
     for dataset, n in cases.items():
         gga = ab[(ab.dataset == dataset) & (ab.selection == "gga") & (ab.n_adapters == n)]
