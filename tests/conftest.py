@@ -18,6 +18,23 @@ def no_tracking_uri_env():
         yield
 
 
+from adapter_placement.plan import config as _plan_config  # noqa: E402  (after the offline settings)
+
+MEASURED_HOST_PRECISION = _plan_config.host_precision  # what auto_precision_is_fp32 replaces
+
+
+@pytest.fixture(scope="module", autouse=True)
+def auto_precision_is_fp32():
+    """``precision: auto`` plans fp32 in the tests' own process: a plan must not depend on timings
+    taken while tests run, nor write a measurement into a results folder of the working copy
+    (tests/test_plan.py tests the real measurement, restoring ``host_precision``)."""
+    from adapter_placement.plan import config
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(config, "host_precision", lambda results, device, threads: "fp32")
+        yield
+
+
 @pytest.fixture(scope="module")
 def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One SQLite MLflow store per test module, for the tests that do not test creating one (that takes seconds)."""

@@ -289,3 +289,15 @@ def test_to_device_keeps_the_nesting():
     moved = to_device(batch, CPU)
     assert moved["n"] == 3 and isinstance(moved["pair"], tuple) and isinstance(moved["pair"][1], list)
     assert moved["ids"] is batch["ids"]  # already there: no copy
+
+
+def test_auto_precision_keeps_bf16_only_where_it_is_measured_faster(monkeypatch):
+    from adapter_placement import device as D
+
+    cpu = torch.device("cpu")
+    seconds = D.measure_precisions(cpu, repeats=3)
+    assert set(seconds) == {"fp32", "bf16"} and all(s > 0 for s in seconds.values())
+    for timed, expected in (({"fp32": 1.0, "bf16": 0.6}, "bf16"), ({"fp32": 1.0, "bf16": 0.95}, "fp32"),
+                            ({"fp32": 1.0, "bf16": 1.5}, "fp32")):
+        monkeypatch.setattr(D, "measure_precisions", lambda device, threads=1, timed=timed: timed)
+        assert D.choose_precision(cpu) == (expected, timed)

@@ -370,3 +370,29 @@ def test_repeats_that_would_meet_a_seed_of_the_run_are_refused(embedded):
     bad["experiments"]["table7"]["repeats"] = 2
     with pytest.raises(X.ConfigError, match=r"experiments\.table7\.repeats: 2 repeats .* \(seeds: \[0, 1000\]\)"):
         X.check_config(bad, known_tasks(), path_exists=lambda path: True)
+
+
+def test_auto_precision_is_measured_once_per_results_folder(embedded, tmp_path, monkeypatch):
+    from conftest import MEASURED_HOST_PRECISION as real
+
+    from adapter_placement import device
+    from adapter_placement.plan import config as C
+
+    monkeypatch.setattr(C, "host_precision", real)  # conftest plans fp32; this test measures
+    calls = []
+    monkeypatch.setattr(device, "choose_precision",
+                        lambda dev, threads=1: calls.append(threads) or ("bf16", {"fp32": 1.0, "bf16": 0.5}))
+    real.cache_clear()
+    config = {**copy.deepcopy(embedded), "results": str(tmp_path / "results")}
+    config["models"]["minilm"]["precision"] = "auto"
+    assert C.model_precision(config, "minilm") == "bf16"
+    record = json.loads(Path(paths.host_precision_file(config["results"])).read_text())
+    assert record["precision"] == "bf16" and record["seconds_per_step"] == {"fp32": 1.0, "bf16": 0.5}
+    real.cache_clear()  # a new process: the file answers, nothing is measured again
+    assert C.model_precision(config, "minilm") == "bf16" and calls == [1]
+    assert C.model_precision(config, "vit") == "fp32"  # the config's own, not auto
+    monkeypatch.setattr(device, "choose_precision", lambda dev, threads=1: ("fp32", {}))
+    real.cache_clear()
+    other = {**config, "results": str(tmp_path / "other")}  # another results folder measures again
+    assert C.model_precision(other, "minilm") == "fp32"
+    real.cache_clear()

@@ -203,6 +203,37 @@ def test_batches_are_a_function_of_seed_and_step():
     assert not torch.equal(batch_indices(100, 30, 3, 0), batch_indices(100, 30, 3, 3))  # new epoch, new order
 
 
+def test_length_grouped_batches_cover_the_epoch_and_are_padded_less():
+    lengths = torch.randint(3, 12, (200,), generator=torch.Generator().manual_seed(0))
+    epoch = [batch_indices(200, 16, seed=5, step=s, lengths=lengths) for s in range(12)]
+    seen = torch.cat(epoch).tolist()
+    assert len(seen) == 192 and len(set(seen)) == 192  # 12 full batches, no example twice
+    assert all(torch.equal(a, batch_indices(200, 16, 5, s, lengths)) for s, a in enumerate(epoch))
+    plain = [batch_indices(200, 16, seed=5, step=s) for s in range(12)]
+    assert set(seen) == set(torch.cat(plain).tolist())  # the same examples this epoch, grouped
+    padded = {name: sum(int(lengths[b].max()) for b in batches) / len(batches)
+              for name, batches in (("grouped", epoch), ("random", plain))}
+    assert padded["grouped"] < padded["random"] - 1.5
+    lengths_in_order = [int(lengths[b].max()) for b in epoch]
+    assert lengths_in_order != sorted(lengths_in_order)  # the epoch's batches are shuffled
+    assert not torch.equal(batch_indices(200, 16, 5, 0, lengths), batch_indices(200, 16, 5, 12, lengths))
+
+
+def test_text_evaluation_sees_every_example_once_in_order_of_length():
+    from adapter_placement.data.tasks import InMemoryTask
+    from adapter_placement.train import eval_batches
+
+    mask = (torch.arange(6)[None, :] < torch.tensor([6, 2, 4, 3, 5, 2])[:, None]).long()
+    ids = torch.arange(36).reshape(6, 6) * mask
+    task = InMemoryTask("toy", "text", 6, {"test": ({"input_ids": ids, "attention_mask": mask}, torch.arange(6))})
+    batches = list(eval_batches(task, "test", batch_size=2))
+    assert [b["input_ids"].shape[1] for b, _, _ in batches] == [2, 4, 6]  # each cut to its own longest
+    labels = torch.cat([y for _, y, _ in batches])
+    assert sorted(labels.tolist()) == list(range(6))
+    for batch, y, _ in batches:  # every example keeps its own label
+        assert torch.equal(batch["input_ids"], ids[y][:, :batch["input_ids"].shape[1]])
+
+
 def test_select_lr_by_mean_validation_accuracy():
     assert select_lr({1e-3: [0.5, 0.9], 1e-2: [0.7, 0.71], 1e-1: [0.2, 0.3]}) == 1e-2
     assert select_lr({1e-2: [0.5], 1e-3: [0.5]}) == 1e-3  # ties: the smaller lr

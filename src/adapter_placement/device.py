@@ -6,17 +6,26 @@ config value (``device: auto``) and bf16 is another (``precision: bf16``).
 
 bf16 is autocast only: weights and optimiser state stay float32 (the "master weights"), matmuls run
 in bfloat16, and losses and gradients come back in float32.
+
+Whether bf16 is faster depends on the chip, not only on the device type: on the CPUs of this project's
+2-core machines a MiniLM step in bf16 autocast took 0.58x the fp32 one on one machine and 1.48x on
+another, both with AVX512-BF16 (benchmarks/bench_text_step.py). ``precision: auto`` in a config
+therefore measures once (``measure_precisions``) and keeps the faster (``choose_precision``).
 """
 from __future__ import annotations
 
 import contextlib
 import re
+import statistics
+import time
 from typing import Any
 
 import torch
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 PRECISIONS = ("fp32", "bf16")
+CONFIG_PRECISIONS = (*PRECISIONS, "auto")  # auto: the faster of the two here (choose_precision)
+BF16_MIN_GAIN = 0.9  # on a CPU, bf16 is chosen when it takes under 0.9x the fp32 time
 _DEVICE_SPEC = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -57,6 +66,52 @@ def _mps_available() -> bool:
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+
+
+def measure_precisions(device: torch.device, threads: int = 1, tokens: int = 128, width: int = 384,
+                       repeats: int = 15) -> dict[str, float]:
+    """Median seconds of a forward + backward of a transformer MLP block (MiniLM's widths) on
+    ``tokens`` rows, in fp32 and in bf16 autocast, interleaved, with ``threads`` torch threads
+    (a job's)."""
+    from torch import nn
+
+    generator = torch.Generator().manual_seed(0)
+    block = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)).to(device)
+    x = torch.randn(tokens, width, generator=generator).to(device).requires_grad_()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+    def seconds(precision: str) -> float:
+        started = time.perf_counter()
+        with autocast(device, precision):
+            out = block(x)
+        out.float().square().mean().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - started
+
+    try:
+        times = {p: [] for p in PRECISIONS}
+        for p in PRECISIONS:
+            seconds(p)  # warm-up: kernels chosen, memory allocated
+        for k in range(repeats):
+            for p in PRECISIONS if k % 2 == 0 else PRECISIONS[::-1]:
+                times[p].append(seconds(p))
+    finally:
+        torch.set_num_threads(previous)
+    return {p: statistics.median(t) for p, t in times.items()}
+
+
+def choose_precision(device: torch.device, threads: int = 1) -> tuple[str, dict[str, float]]:
+    """``precision: auto`` resolved on this machine: bf16 on CUDA GPUs that support it, fp32 on
+    other accelerators, and on a CPU the faster of the two as measured (bf16 only when it takes
+    under ``BF16_MIN_GAIN`` of the fp32 time). Returns the choice and the seconds measured."""
+    if device.type == "cuda":
+        return ("bf16" if torch.cuda.is_bf16_supported() else "fp32"), {}
+    if device.type != "cpu":
+        return "fp32", {}
+    seconds = measure_precisions(device, threads)
+    return ("bf16" if seconds["bf16"] < BF16_MIN_GAIN * seconds["fp32"] else "fp32"), seconds
 
 
 def autocast(device: torch.device, precision: str):

@@ -26,6 +26,7 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -81,6 +82,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (device.resolve_device)
     precision: str = "fp32"  # fp32 | bf16 (autocast; weights and optimiser state stay float32)
     micro_batch_size: Optional[int] = None  # gradient accumulation: same gradient, less memory
+    group_by_length: bool = True  # text: batches of similar length (batch_indices), padded less
 
     def __post_init__(self):
         self.edges = [tuple(int(v) for v in e) for e in self.edges]
@@ -150,13 +152,41 @@ def recipe_of(cfg: TrainConfig, modality: str) -> Recipe:
     return recipe_for(modality, cfg.lr, cfg.steps, cfg.warmup_steps)
 
 
-def batch_indices(num_examples: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+LENGTH_GROUP_BATCHES = 8  # batches of an epoch sorted together by length (group_by_length)
+
+
+def batch_indices(num_examples: int, batch_size: int, seed: int, step: int,
+                  lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The examples of training step ``step``: a fresh permutation per epoch, a function of
-    (seed, step) alone, so that a resumed run sees exactly the batches it would have seen."""
+    (seed, step) alone, so that a resumed run sees exactly the batches it would have seen.
+
+    With ``lengths`` (tokens per example), the epoch's permutation is cut into groups of
+    ``LENGTH_GROUP_BATCHES`` batches, each group is sorted by length before it is cut into batches,
+    and the epoch's batches are shuffled. A text batch is padded to its longest example, so this
+    spends fewer steps on padding: the SST-2 stand-in's batches of 16 hold 4.3 tokens per example
+    instead of 5.8 (mean 4.0), MNLI's of 32 6.4 instead of 8.3 (mean 6.1). Ties keep the random order,
+    and every example of the epoch's permutation is still seen once per epoch."""
     per_epoch = max(1, num_examples // batch_size)
     epoch, k = divmod(step, per_epoch)
-    order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(num_examples, generator=generator)
+    if lengths is not None:
+        order = _grouped_by_length(order[:per_epoch * batch_size], lengths, batch_size, generator)
     return order[k * batch_size:(k + 1) * batch_size]
+
+
+def _grouped_by_length(order: torch.Tensor, lengths: torch.Tensor, batch_size: int,
+                       generator: torch.Generator) -> torch.Tensor:
+    groups = order.split(LENGTH_GROUP_BATCHES * batch_size)
+    batches = torch.cat([g[torch.sort(lengths[g], stable=True).indices] for g in groups]).split(batch_size)
+    return torch.cat([batches[i] for i in torch.randperm(len(batches), generator=generator)])
+
+
+def example_lengths(inputs) -> Optional[torch.Tensor]:
+    """Tokens per example of text inputs (their attention mask); None for images."""
+    if isinstance(inputs, Mapping) and "attention_mask" in inputs:
+        return inputs["attention_mask"].sum(dim=1)
+    return None
 
 
 def trainable_state(net: nn.Module) -> dict[str, torch.Tensor]:
@@ -250,8 +280,9 @@ def training_batches(task, cfg: TrainConfig, first_step: int, cache=None):
     """
     if isinstance(task, InMemoryTask) or cache is not None:
         inputs, labels = task.tensors(cfg.train_split)
+        lengths = example_lengths(inputs) if cfg.group_by_length else None
         for step in itertools.count(first_step):
-            index = batch_indices(len(labels), cfg.batch_size, cfg.seed, step)
+            index = batch_indices(len(labels), cfg.batch_size, cfg.seed, step, lengths)
             extras = cache.extras(cfg.train_split, index) if cache else {}
             batch, extras = trim_padding(index_inputs(inputs, index), extras)
             yield batch, labels[index], extras
@@ -271,14 +302,17 @@ def training_batches(task, cfg: TrainConfig, first_step: int, cache=None):
 
 
 def eval_batches(task, split: str, batch_size: int, cache=None):
-    """(inputs, labels, extras) over a whole split, in order."""
+    """(inputs, labels, extras) over a whole split, every example once. Text examples go in order of
+    length, so each batch is padded to about its own examples' length (an accuracy does not depend
+    on the order; the SST-2 stand-in's test set of 500 then costs 5.5 tokens an example, not 7.0)."""
     if not (isinstance(task, InMemoryTask) or cache is not None):
         for inputs, labels in task.batches(split, batch_size):
             yield trim_padding(inputs)[0], labels, {}
         return
     inputs, labels = task.tensors(split)
-    for start in range(0, len(labels), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(labels)))
+    lengths = example_lengths(inputs)
+    order = torch.arange(len(labels)) if lengths is None else torch.sort(lengths, stable=True).indices
+    for index in order.split(batch_size):
         batch, extras = trim_padding(index_inputs(inputs, index), cache.extras(split, index) if cache else {})
         yield batch, labels[index], extras
 

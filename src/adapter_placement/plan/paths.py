@@ -87,6 +87,11 @@ def cache_dir(results: str) -> str:
     return f"{results}/cache"
 
 
+def host_precision_file(results: str) -> str:
+    """``precision: auto`` as measured on this machine, once (``plan.config.host_precision``)."""
+    return f"{results}/host_precision.json"
+
+
 def tracking_db(results: str) -> str:
     """The default MLflow store (a config's ``tracking_uri`` replaces it)."""
     return f"sqlite:///{results}/mlflow.db"
