@@ -324,8 +324,12 @@ def test_all_n2_adapters_select_their_own_lr_on_trials_of_all_n2_adapters():
     assert run.method == "adapters" and run.family == "all_edges"
     assert X.run_spec(config, run).io.lr_file == paths.lr_file("results", "sst2", "minilm", "all_edges")
     trials = X.lr_trials(config, "sst2", "minilm", "all_edges")
-    # the adapters' candidates, each trained as all n^2 adapters (train -> val)
-    assert [t.lr for t in trials] == config["lr_grid"]["text"]["adapters"]
+    # its own grid, each candidate trained as all n^2 adapters (train -> val)
+    assert [t.lr for t in trials] == config["lr_grid"]["text"]["all_edges"] == [0.001, 0.003]
+    without = copy.deepcopy(config)
+    del without["lr_grid"]["text"]["all_edges"]
+    without["lr_grid"]["text"]["adapters"] = [0.001, 0.01]  # no grid of its own: the adapters' candidates
+    assert [t.lr for t in X.lr_trials(without, "sst2", "minilm", "all_edges")] == [0.001, 0.01]
     spec = X.trial_spec(config, trials[0])
     assert spec.recipe.method == "adapters" and str(spec.recipe.placement) == "all_edges"
     assert ("sst2", "minilm", "all_edges") in X.lr_families(config)

@@ -82,7 +82,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (device.resolve_device)
     precision: str = "fp32"  # fp32 | bf16 (autocast; weights and optimiser state stay float32)
     micro_batch_size: Optional[int] = None  # gradient accumulation: same gradient, less memory
-    group_by_length: bool = True  # text: batches of similar length (batch_indices), padded less
+    group_by_length: bool = True  # text held in memory: batches of similar length (batch_indices), less padding
 
     def __post_init__(self):
         self.edges = [tuple(int(v) for v in e) for e in self.edges]
