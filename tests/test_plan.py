@@ -400,3 +400,7 @@ def test_auto_precision_is_measured_once_per_results_folder(embedded, tmp_path, 
     other = {**config, "results": str(tmp_path / "other")}  # another results folder measures again
     assert C.model_precision(other, "minilm") == "fp32"
     real.cache_clear()
+    Path(paths.host_precision_file(other["results"])).write_text("{half a file")
+    with pytest.raises(ValueError, match="host_precision.json is not the JSON"):
+        C.model_precision(other, "minilm")
+    real.cache_clear()

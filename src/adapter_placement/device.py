@@ -24,7 +24,6 @@ import torch
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 PRECISIONS = ("fp32", "bf16")
-CONFIG_PRECISIONS = (*PRECISIONS, "auto")  # auto: the faster of the two here (choose_precision)
 BF16_MIN_GAIN = 0.9  # on a CPU, bf16 is chosen when it takes under 0.9x the fp32 time
 _DEVICE_SPEC = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 

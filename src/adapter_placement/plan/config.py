@@ -125,7 +125,11 @@ def host_precision(results: str, device: str, threads: int) -> str:
     path = paths.host_precision_file(results)
     if os.path.exists(path):
         with open(path) as handle:
-            record = json.load(handle)
+            try:
+                record = json.load(handle)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path} is not the JSON that precision: auto writes ({error}); "
+                                 "delete it to measure again") from None
         if record.get("device") == device and record.get("precision") in ("fp32", "bf16"):
             return record["precision"]
     from .. import atomic
