@@ -391,7 +391,7 @@ def test_auto_precision_is_measured_once_per_results_folder(embedded, tmp_path, 
     config["models"]["minilm"]["precision"] = "auto"
     assert C.model_precision(config, "minilm") == "bf16"
     record = json.loads(Path(paths.host_precision_file(config["results"])).read_text())
-    assert record["precision"] == "bf16" and record["seconds_per_step"] == {"fp32": 1.0, "bf16": 0.5}
+    assert record["precision"] == "bf16" and record["seconds_per_pass"] == {"fp32": 1.0, "bf16": 0.5}
     real.cache_clear()  # a new process: the file answers, nothing is measured again
     assert C.model_precision(config, "minilm") == "bf16" and calls == [1]
     assert C.model_precision(config, "vit") == "fp32"  # the config's own, not auto

@@ -138,7 +138,7 @@ def host_precision(results: str, device: str, threads: int) -> str:
     precision, seconds = choose_precision(resolve_device(device), threads)
     os.makedirs(results, exist_ok=True)
     atomic.write_json(path, {"device": device, "threads": threads, "precision": precision,
-                             "seconds_per_step": seconds, "processor": platform.processor() or platform.machine(),
+                             "seconds_per_pass": seconds, "processor": platform.processor() or platform.machine(),
                              "measured": "forward + backward of a MiniLM-wide MLP block, 128 tokens (device.measure_precisions)"})
     return precision
 

@@ -348,7 +348,7 @@ def lr_grid(config: Mapping, dataset: str, model: str, family: str) -> list[tupl
     """(lr, steps) candidates of a family: the modality's lr grid times the dataset's steps grid. A
     placement that selects its own lr (all_edges) has its own grid or else the adapters'."""
     grids = config["lr_grid"][config["models"][model]["modality"]]
-    grid = grids.get(family) or grids["adapters"] if family in OWN_LR_PLACEMENTS else grids[family]
+    grid = (grids.get(family) or grids["adapters"]) if family in OWN_LR_PLACEMENTS else grids[family]
     return [(float(lr), int(steps)) for lr in grid
             for steps in config["datasets"][dataset]["steps"]]
 
