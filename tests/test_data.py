@@ -386,6 +386,15 @@ def test_lexicon_split_is_disjoint_complete_and_seeded():
     assert splits["test"] != text.split_lexicon(words, seed=1)["test"]
 
 
+def test_sst2_stand_in_holds_the_default_sizes_and_refuses_more_than_its_split():
+    counts = {seed: {split: len(text.sentiment_examples(entries)[0])
+                     for split, entries in text.split_lexicon(text.lexicon_words(text.vader_lexicon()), seed).items()}
+              for seed in (0, 1)}
+    assert all(c["test"] >= 2000 and c["val"] >= 500 and c["train"] >= 1200 for c in counts.values()), counts
+    with pytest.raises(ValueError, match=r"sizes.test = 5000.*holds 2254"):
+        text.build_vader_sst2(0, text.minilm_tokenizer(), {"train": 10, "val": 10, "test": 5000})
+
+
 def test_sentiment_examples_keep_only_clear_words_labelled_by_sign():
     entries = [text.LexiconEntry("great", 3.1, 0.5, ()), text.LexiconEntry("meh", -0.3, 0.5, ()),
                text.LexiconEntry("awful", -1.0, 0.5, ()), text.LexiconEntry("ok", 0.9, 0.5, ())]
@@ -430,7 +439,7 @@ def test_text_tasks_are_tokenised_disjoint_and_deterministic():
     mnli = data.load_task("vader_mnli", seed=0, sizes={"train": 300, "val": 60, "test": 60})
     assert sst2.modality == mnli.modality == "text"
     assert (sst2.num_classes, mnli.num_classes) == (2, 3)
-    assert sst2.split_sizes["train"] > 4000 and sst2.split_sizes["test"] > 500
+    assert sst2.split_sizes["train"] > 2500 and sst2.split_sizes["test"] > 2000
     assert data.load_task("vader_mnli").split_sizes["train"] > sst2.split_sizes["train"]
     tokenizer = text.minilm_tokenizer()
     word_splits = text.split_lexicon(text.lexicon_words(text.vader_lexicon()), seed=0)

